@@ -1,0 +1,148 @@
+//! What each API route does. Every handler receives the caller as attested by the kernel.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Method, Response, StatusCode};
+use serde::Serialize;
+
+use super::wire::{
+    ErrorResponse, PATH_SEAL_SELF, PATH_STATUS, PATH_WHOAMI, SealSelfRequest, SealSelfResponse,
+    StatusResponse, WhoamiResponse,
+};
+use crate::{
+    domains::{Domains, Label, SealError},
+    peer::Peer,
+};
+
+pub struct AppState {
+    pub domains: Domains,
+    pub hooks: Vec<&'static str>,
+}
+
+pub type ApiResponse = Response<Full<Bytes>>;
+
+pub fn json<T: Serialize>(status: StatusCode, body: &T) -> ApiResponse {
+    let body = serde_json::to_vec(body).expect("API types always serialize");
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response parts are valid")
+}
+
+pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> ApiResponse {
+    json(
+        status,
+        &ErrorResponse {
+            code: code.to_owned(),
+            error: message.into(),
+        },
+    )
+}
+
+pub fn route(
+    state: &AppState,
+    peer: &Peer,
+    method: &Method,
+    path: &str,
+    body: &[u8],
+) -> ApiResponse {
+    match (method, path) {
+        (&Method::GET, PATH_STATUS) => status(state),
+        (&Method::GET, PATH_WHOAMI) => whoami(state, peer),
+        (&Method::POST, PATH_SEAL_SELF) => seal_self(state, peer, body),
+        (_, PATH_STATUS | PATH_WHOAMI | PATH_SEAL_SELF) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} is not allowed on {path}"),
+        ),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no such endpoint: {path}"),
+        ),
+    }
+}
+
+fn status(state: &AppState) -> ApiResponse {
+    json(
+        StatusCode::OK,
+        &StatusResponse {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
+            hooks: state.hooks.iter().map(|h| (*h).to_owned()).collect(),
+            domains: state.domains.count(),
+        },
+    )
+}
+
+fn whoami(state: &AppState, peer: &Peer) -> ApiResponse {
+    match state.domains.lookup(peer) {
+        Ok(domain) => json(
+            StatusCode::OK,
+            &WhoamiResponse {
+                pid: peer.pid,
+                uid: peer.uid,
+                domain,
+                label: domain
+                    .and_then(|id| state.domains.record(id))
+                    .and_then(|record| record.label)
+                    .map(|label| label.as_str().to_owned()),
+            },
+        ),
+        Err(err) => seal_error(&err),
+    }
+}
+
+fn seal_self(state: &AppState, peer: &Peer, body: &[u8]) -> ApiResponse {
+    let request: SealSelfRequest = if body.is_empty() {
+        SealSelfRequest::default()
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(request) => request,
+            Err(err) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("invalid request body: {err}"),
+                );
+            }
+        }
+    };
+    let label = match request.label.map(Label::try_from).transpose() {
+        Ok(label) => label,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, "bad_label", reason),
+    };
+    match state.domains.seal(peer, label) {
+        Ok(record) => {
+            tracing::info!(
+                domain = record.id,
+                label = record.label.as_ref().map(Label::as_str).unwrap_or("-"),
+                pid = peer.pid,
+                uid = peer.uid,
+                "sealed process into new domain"
+            );
+            json(
+                StatusCode::OK,
+                &SealSelfResponse {
+                    domain: record.id,
+                    label: record.label.map(|label| label.as_str().to_owned()),
+                },
+            )
+        }
+        Err(err) => {
+            tracing::warn!(pid = peer.pid, uid = peer.uid, reason = %err, "refused to seal process");
+            seal_error(&err)
+        }
+    }
+}
+
+fn seal_error(err: &SealError) -> ApiResponse {
+    let (status, code) = match err {
+        SealError::AlreadyInDomain(_) => (StatusCode::CONFLICT, "already_in_domain"),
+        SealError::MultiThreaded(_) => (StatusCode::CONFLICT, "multi_threaded"),
+        SealError::Caller(_) => (StatusCode::BAD_REQUEST, "caller_unidentified"),
+        SealError::Kernel(_) => (StatusCode::INTERNAL_SERVER_ERROR, "kernel_error"),
+    };
+    error(status, code, err.to_string())
+}

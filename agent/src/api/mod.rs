@@ -1,0 +1,6 @@
+//! The agent's local API over a Unix socket.
+
+pub mod client;
+pub mod handlers;
+pub mod server;
+pub mod wire;

@@ -1,0 +1,282 @@
+//! The per-node configuration file (TOML).
+//!
+//! Every check happens while deserializing, so a bad value is reported by the TOML parser with
+//! the file, line and column of the offending key, and nothing runs with a half-read config.
+
+use std::{fmt, path::Path, path::PathBuf};
+
+use serde::Deserialize;
+
+/// Where the node config lives unless `--config` says otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/bulkhead/node.toml";
+/// Where the agent listens unless the config says otherwise.
+pub const DEFAULT_SOCKET_PATH: &str = "/run/bulkhead/bulkhead.sock";
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    #[serde(default)]
+    pub agent: AgentSection,
+    #[serde(default)]
+    pub api: ApiSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSection {
+    /// Minimum level of the agent's own log lines (`RUST_LOG` overrides it).
+    #[serde(default)]
+    pub log_level: LogLevel,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// Unix socket on which the agent serves local clients (`bulkhead exec`, supervisors).
+    #[serde(default = "default_socket_path")]
+    pub socket_path: AbsolutePath,
+    /// Permission bits of the socket, as an octal string such as "0666".
+    #[serde(default = "default_socket_mode")]
+    pub socket_mode: FileMode,
+}
+
+impl Default for AgentSection {
+    fn default() -> Self {
+        Self {
+            log_level: LogLevel::default(),
+        }
+    }
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        Self {
+            socket_path: default_socket_path(),
+            socket_mode: default_socket_mode(),
+        }
+    }
+}
+
+fn default_socket_path() -> AbsolutePath {
+    AbsolutePath(PathBuf::from(DEFAULT_SOCKET_PATH))
+}
+
+/// Any local user may ask to seal *itself* into a new domain: that only ever takes rights away
+/// from the caller, so the socket is world-connectable by default.
+fn default_socket_mode() -> FileMode {
+    FileMode(0o666)
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warn => "warn",
+            Self::Info => "info",
+            Self::Debug => "debug",
+            Self::Trace => "trace",
+        }
+    }
+}
+
+/// A path that must be absolute: the agent runs from `/`, so a relative path would silently
+/// depend on how it was started.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct AbsolutePath(PathBuf);
+
+impl AbsolutePath {
+    pub fn as_path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for AbsolutePath {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        let path = PathBuf::from(&value);
+        if !path.is_absolute() {
+            return Err(format!("expected an absolute path, got {value:?}"));
+        }
+        if path
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+        {
+            return Err(format!("expected a path without `..`, got {value:?}"));
+        }
+        Ok(Self(path))
+    }
+}
+
+/// Unix permission bits written as an octal string ("0660"); a bare TOML integer is refused
+/// because 660 and 0o660 are easy to confuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct FileMode(u32);
+
+impl FileMode {
+    pub fn bits(self) -> u32 {
+        self.0
+    }
+}
+
+impl fmt::Display for FileMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+
+impl TryFrom<String> for FileMode {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        let digits = value.strip_prefix("0o").unwrap_or(&value);
+        let valid =
+            (3..=4).contains(&digits.len()) && digits.bytes().all(|b| (b'0'..=b'7').contains(&b));
+        let bits = valid
+            .then(|| u32::from_str_radix(digits, 8).ok())
+            .flatten()
+            .filter(|bits| *bits <= 0o777)
+            .ok_or_else(|| {
+                format!("expected an octal mode between \"0000\" and \"0777\" such as \"0660\", got {value:?}")
+            })?;
+        Ok(Self(bits))
+    }
+}
+
+/// Why a config could not be used; the message names the file and, from the TOML parser, the
+/// line and column.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}:\n{message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl NodeConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses config text; the error is the parser's report, with line, column and excerpt.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|err| err.to_string().trim_end().to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_documented_defaults() {
+        let config = NodeConfig::parse("").unwrap();
+        assert_eq!(
+            config.api.socket_path.as_path(),
+            Path::new(DEFAULT_SOCKET_PATH)
+        );
+        assert_eq!(config.api.socket_mode.bits(), 0o666);
+        assert_eq!(config.agent.log_level, LogLevel::Info);
+    }
+
+    #[test]
+    fn example_file_in_repo_parses_and_matches_defaults() {
+        let text = include_str!("../../config/node.example.toml");
+        let config = NodeConfig::parse(text).unwrap();
+        assert_eq!(config, NodeConfig::parse("").unwrap());
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_line_and_expected_keys() {
+        let err =
+            NodeConfig::parse("[api]\nsocket_path = \"/run/x.sock\"\nsokcet_mode = \"0600\"\n")
+                .unwrap_err();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("sokcet_mode"), "{err}");
+        assert!(err.contains("socket_mode"), "expected keys listed: {err}");
+    }
+
+    #[test]
+    fn unknown_section_is_rejected() {
+        let err = NodeConfig::parse("[apii]\n").unwrap_err();
+        assert!(err.contains("line 1") && err.contains("apii"), "{err}");
+    }
+
+    #[test]
+    fn relative_socket_path_is_rejected_with_line() {
+        let err = NodeConfig::parse("\n[api]\nsocket_path = \"run/x.sock\"\n").unwrap_err();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("absolute path"), "{err}");
+    }
+
+    #[test]
+    fn dotdot_socket_path_is_rejected() {
+        let err = NodeConfig::parse("[api]\nsocket_path = \"/run/../x.sock\"\n").unwrap_err();
+        assert!(err.contains("without `..`"), "{err}");
+    }
+
+    #[test]
+    fn socket_mode_must_be_octal_string() {
+        for bad in [
+            "\"0999\"",
+            "\"rw-rw----\"",
+            "\"01777\"",
+            "660",
+            "\"\"",
+            "\"7\"",
+        ] {
+            let err = NodeConfig::parse(&format!("[api]\nsocket_mode = {bad}\n")).unwrap_err();
+            assert!(err.contains("line 2"), "{bad}: {err}");
+        }
+        for (good, bits) in [
+            ("\"0660\"", 0o660),
+            ("\"600\"", 0o600),
+            ("\"0o640\"", 0o640),
+        ] {
+            let config = NodeConfig::parse(&format!("[api]\nsocket_mode = {good}\n")).unwrap();
+            assert_eq!(config.api.socket_mode.bits(), bits);
+        }
+    }
+
+    #[test]
+    fn bad_log_level_lists_the_choices() {
+        let err = NodeConfig::parse("[agent]\nlog_level = \"loud\"\n").unwrap_err();
+        assert!(err.contains("line 2") && err.contains("debug"), "{err}");
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "[api]\nbogus = 1\n").unwrap();
+        let err = NodeConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        let missing = NodeConfig::load(&dir.path().join("absent.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("absent.toml"), "{missing}");
+    }
+}

@@ -1,0 +1,11 @@
+//! bulkhead: puts each task of a task runner in a kernel-enforced domain (eBPF LSM) and, later,
+//! brokers its tokens. One module per concern; see README.md for the architecture.
+
+pub mod api;
+pub mod config;
+pub mod daemon;
+pub mod domains;
+pub mod enforce;
+pub mod exec;
+pub mod peer;
+pub mod preflight;

@@ -1,0 +1,141 @@
+//! The `bulkhead` command: the agent (`run`) and its local clients.
+
+use std::{ffi::OsString, path::PathBuf, process::ExitCode};
+
+use bulkhead::{
+    api::{
+        client::Client,
+        wire::{PATH_STATUS, PATH_WHOAMI, StatusResponse, WhoamiResponse},
+    },
+    config::{DEFAULT_CONFIG_PATH, DEFAULT_SOCKET_PATH, NodeConfig},
+    daemon, exec,
+};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "bulkhead",
+    version,
+    about = "Kernel-enforced task domains for task-runner worker hosts"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent: check the host, load the LSM programs, serve the local socket.
+    Run {
+        /// Per-node configuration file (TOML).
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Validate a node configuration file and print the effective settings; changes nothing.
+    CheckConfig {
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Seal this process into a new domain, then execute CMD inside it.
+    ///
+    /// CMD runs only if the agent sealed the process. Exit status: CMD's own, or 125 if bulkhead
+    /// failed (agent unreachable or refused), 126 if CMD could not be executed, 127 if not found.
+    Exec {
+        /// Human-readable name for the domain, shown in the agent's logs.
+        #[arg(long)]
+        label: Option<String>,
+        #[arg(long, env = "BULKHEAD_SOCKET", default_value = DEFAULT_SOCKET_PATH)]
+        socket: PathBuf,
+        #[arg(required = true, last = true, value_name = "CMD")]
+        command: Vec<OsString>,
+    },
+    /// Show the agent's status (pid, attached hooks, open domains).
+    Status {
+        #[arg(long, env = "BULKHEAD_SOCKET", default_value = DEFAULT_SOCKET_PATH)]
+        socket: PathBuf,
+    },
+    /// Show the domain this process is in, as the agent reads it from the kernel.
+    Whoami {
+        #[arg(long, env = "BULKHEAD_SOCKET", default_value = DEFAULT_SOCKET_PATH)]
+        socket: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Run { config } => run_agent(&config),
+        Command::CheckConfig { config } => match NodeConfig::load(&config) {
+            Ok(config) => {
+                println!("{config:#?}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("bulkhead: {err}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Exec {
+            label,
+            socket,
+            command,
+        } => ExitCode::from(exec::seal_and_exec(&socket, label, &command) as u8),
+        Command::Status { socket } => print_response::<StatusResponse>(&socket, PATH_STATUS),
+        Command::Whoami { socket } => print_response::<WhoamiResponse>(&socket, PATH_WHOAMI),
+    }
+}
+
+fn run_agent(config_path: &std::path::Path) -> ExitCode {
+    // Nothing is loaded or bound until the whole config has been read and validated.
+    let config = match NodeConfig::load(config_path) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("bulkhead: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.agent.log_level.as_str());
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(daemon::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Log files and journald get plain text; colours only on a terminal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn print_response<R: serde::de::DeserializeOwned + serde::Serialize>(
+    socket: &std::path::Path,
+    path: &str,
+) -> ExitCode {
+    match Client::new(socket).get::<R>(path) {
+        Ok(response) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&response).expect("serializable")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("bulkhead: {err}");
+            ExitCode::from(exec::EXIT_BULKHEAD_FAILED as u8)
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Who is on the other end of a Unix socket, as the kernel says, never as the request says.
+//!
+//! At accept time we take the peer's credentials (SO_PEERCRED) and a pidfd for the peer
+//! process. A pidfd names one process instance for its whole life, so every later question
+//! (its domain, its thread count, is it still alive) is about that instance even if its PID
+//! number is recycled.
+//!
+//! Residual window (documented in the README): on kernels without SO_PEERPIDFD (before 6.5)
+//! the pidfd is opened from the PID number, so a peer that exits between connect() and our
+//! accept() could have its PID recycled in that window. Kernels with SO_PEERPIDFD get the pidfd
+//! of the exact process that connected.
+
+use std::{
+    io,
+    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+};
+
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+
+/// getsockopt(SOL_SOCKET, SO_PEERPIDFD), Linux 6.5+ (include/uapi/asm-generic/socket.h).
+const SO_PEERPIDFD: libc::c_int = 77;
+
+#[derive(Debug)]
+pub struct Peer {
+    pub pid: i32,
+    pub uid: u32,
+    pub gid: u32,
+    pidfd: OwnedFd,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("reading the peer's credentials (SO_PEERCRED): {0}")]
+    Credentials(nix::Error),
+    #[error("the peer has no PID in this PID namespace")]
+    NoPid,
+    #[error("opening a pidfd for peer pid {pid}: {source}")]
+    Pidfd { pid: i32, source: io::Error },
+    #[error("the peer process has exited")]
+    Gone,
+    #[error("reading /proc/{pid}: {source}")]
+    Proc { pid: i32, source: procfs::ProcError },
+}
+
+impl Peer {
+    /// Identifies the process at the other end of `socket`.
+    pub fn of_socket(socket: BorrowedFd<'_>) -> Result<Self, PeerError> {
+        let creds = getsockopt(&socket, PeerCredentials).map_err(PeerError::Credentials)?;
+        let pid = creds.pid();
+        if pid <= 0 {
+            return Err(PeerError::NoPid);
+        }
+        let pidfd = match peer_pidfd(socket) {
+            Some(pidfd) => pidfd,
+            None => pidfd_open(pid).map_err(|source| PeerError::Pidfd { pid, source })?,
+        };
+        let peer = Self {
+            pid,
+            uid: creds.uid(),
+            gid: creds.gid(),
+            pidfd,
+        };
+        peer.ensure_alive()?;
+        Ok(peer)
+    }
+
+    pub fn pidfd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
+    /// True until the process exits. A pidfd polls readable once its process has exited.
+    pub fn is_alive(&self) -> bool {
+        let mut fds = [libc::pollfd {
+            fd: self.pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: one valid pollfd, zero timeout.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) };
+        ready == 0
+    }
+
+    pub fn ensure_alive(&self) -> Result<(), PeerError> {
+        if self.is_alive() {
+            Ok(())
+        } else {
+            Err(PeerError::Gone)
+        }
+    }
+
+    /// How many threads the peer has. Read through /proc/<pid>, then confirmed against the
+    /// pidfd: if the process is still alive its PID cannot have been reused, so the count was
+    /// read from the right process.
+    pub fn thread_count(&self) -> Result<u64, PeerError> {
+        let stat = procfs::process::Process::new(self.pid)
+            .and_then(|process| process.stat())
+            .map_err(|source| PeerError::Proc {
+                pid: self.pid,
+                source,
+            })?;
+        self.ensure_alive()?;
+        Ok(stat.num_threads.max(0) as u64)
+    }
+}
+
+fn peer_pidfd(socket: BorrowedFd<'_>) -> Option<OwnedFd> {
+    let mut fd: libc::c_int = -1;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `fd` and `len` are valid for writing an int-sized option.
+    let ret = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_PEERPIDFD,
+            std::ptr::from_mut(&mut fd).cast(),
+            &mut len,
+        )
+    };
+    // SAFETY: on success the kernel installed a new fd that we now own.
+    (ret == 0 && fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall; on success it returns a new fd that we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a freshly opened descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn identifies_the_connected_process() {
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        let peer = Peer::of_socket(ours.as_fd()).unwrap();
+        assert_eq!(peer.pid as u32, std::process::id());
+        assert_eq!(peer.uid, nix::unistd::getuid().as_raw());
+        assert!(peer.is_alive());
+        assert!(peer.thread_count().unwrap() >= 1);
+    }
+
+    #[test]
+    fn a_dead_peer_is_reported_gone() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pidfd = pidfd_open(child.id() as i32).unwrap();
+        child.wait().unwrap();
+        let peer = Peer {
+            pid: child.id() as i32,
+            uid: 0,
+            gid: 0,
+            pidfd,
+        };
+        assert!(!peer.is_alive());
+        assert!(matches!(
+            peer.thread_count(),
+            Err(PeerError::Gone | PeerError::Proc { .. })
+        ));
+    }
+}

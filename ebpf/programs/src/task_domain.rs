@@ -1,0 +1,99 @@
+//! Per-task domain labels in BPF task storage.
+//!
+//! Task storage is keyed by the kernel's own `task_struct` pointer, which every hook already
+//! holds, so the programs never read a struct field at a compiled-in offset and never key
+//! anything by PID (which the kernel recycles).
+
+use core::{ffi::c_void, ptr};
+
+use aya_ebpf::{
+    bindings::{BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE, bpf_map_type, task_struct},
+    helpers::generated::{bpf_get_current_task_btf, bpf_task_storage_get},
+};
+use bulkhead_common::{DomainId, NO_DOMAIN};
+
+/// BTF definition of a BPF_MAP_TYPE_TASK_STORAGE map (aya-ebpf 0.2 ships none).
+///
+/// The loader reads the map's attributes from the *types* of these fields, the libbpf
+/// convention for BTF-defined maps; the pointers themselves are never dereferenced.
+#[repr(C)]
+pub struct TaskStorage {
+    r#type: *const [i32; bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE as usize],
+    key: *const i32,
+    value: *const DomainId,
+    // Local storage maps have no fixed size and must not be preallocated.
+    max_entries: *const [i32; 0],
+    map_flags: *const [i32; BPF_F_NO_PREALLOC as usize],
+}
+
+// SAFETY: the struct only carries type information for the loader; no code reads or writes
+// through its fields, so sharing it between CPUs is sound.
+unsafe impl Sync for TaskStorage {}
+
+impl TaskStorage {
+    pub const fn new() -> Self {
+        Self {
+            r#type: ptr::null(),
+            key: ptr::null(),
+            value: ptr::null(),
+            max_entries: ptr::null(),
+            map_flags: ptr::null(),
+        }
+    }
+
+    fn as_map_ptr(&'static self) -> *mut c_void {
+        ptr::from_ref(self).cast_mut().cast()
+    }
+}
+
+#[unsafe(link_section = ".maps")]
+#[unsafe(export_name = "TASK_DOMAIN")]
+static TASK_DOMAIN: TaskStorage = TaskStorage::new();
+
+/// The domain of `task`, or [`NO_DOMAIN`] when it is outside every domain.
+///
+/// A plain integer rather than `Option`: comparing two `Option<u64>` lets LLVM read the
+/// undefined payload of a `None`, which the verifier rightly rejects (`!read_ok`).
+#[inline(always)]
+pub fn domain_of(task: *mut task_struct) -> DomainId {
+    // SAFETY: `task` is a BTF pointer handed to the hook by the kernel; the helper validates it.
+    let value = unsafe { bpf_task_storage_get(TASK_DOMAIN.as_map_ptr(), task, ptr::null_mut(), 0) }
+        .cast::<DomainId>();
+    if value.is_null() {
+        return NO_DOMAIN;
+    }
+    // SAFETY: a non-null result points at this map's value, a DomainId.
+    unsafe { *value }
+}
+
+/// The domain of the task running the hook.
+#[inline(always)]
+pub fn current_domain() -> DomainId {
+    // SAFETY: the helper takes no arguments and always returns the running task.
+    domain_of(unsafe { bpf_get_current_task_btf() })
+}
+
+/// Label `task` with `domain`, creating its storage. Returns false when the kernel could not
+/// allocate the storage, in which case the caller must refuse to let `task` run.
+#[inline(always)]
+pub fn label(task: *mut task_struct, domain: DomainId) -> bool {
+    let mut initial = domain;
+    // SAFETY: as in `domain_of`; `initial` lives on this program's stack for the call.
+    let value = unsafe {
+        bpf_task_storage_get(
+            TASK_DOMAIN.as_map_ptr(),
+            task,
+            ptr::from_mut(&mut initial).cast(),
+            BPF_LOCAL_STORAGE_GET_F_CREATE.into(),
+        )
+    }
+    .cast::<DomainId>();
+    if value.is_null() {
+        return false;
+    }
+    // The storage may have existed already (it never should for a task still being created);
+    // overwrite so the child carries exactly its parent's domain.
+    // SAFETY: non-null map value pointer of type DomainId.
+    unsafe { *value = domain };
+    true
+}

@@ -1,0 +1,37 @@
+//! Building what goes into the VM.
+
+use std::{path::PathBuf, process::Command};
+
+use crate::cmd::run;
+
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_owned()
+}
+
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
+}
+
+/// Builds the agent (with its embedded eBPF object) and the VM suite; returns their paths.
+pub fn build_guest_binaries() -> anyhow::Result<Vec<PathBuf>> {
+    run(Command::new(env!("CARGO"))
+        .current_dir(workspace_root())
+        .args([
+            "build",
+            "--package",
+            "bulkhead",
+            "--package",
+            "bulkhead-tests",
+            "--bins",
+        ]))?;
+    let debug = target_dir().join("debug");
+    Ok(vec![
+        debug.join("bulkhead"),
+        debug.join("bulkhead-vm-suite"),
+    ])
+}

@@ -1,0 +1,34 @@
+# The `cargo xtask vm-run` demonstration. Runs as root, outside any domain, like a supervisor.
+# A task started with `bulkhead exec` tries to read this supervisor's environment and memory;
+# the same reads from outside a domain succeed.
+set -u
+export DEMO_SECRET="jwt-signing-key-of-the-supervisor"
+sup=$$
+addr=$(head -n 1 /proc/$sup/maps | cut -d- -f1)
+echo "== bulkhead demo =="
+echo "supervisor: pid $sup, holds DEMO_SECRET in its environment; first mapping at 0x$addr"
+echo
+echo "-- control: a process outside any domain reads the supervisor"
+sh -c "tr '\0' '\n' < /proc/$sup/environ | grep DEMO_SECRET" && echo "   environ: READ (outside a domain bulkhead allows it)"
+n=$(sh -c "dd if=/proc/$sup/mem bs=4096 skip=\$((0x$addr / 4096)) count=1 2>/dev/null | wc -c")
+echo "   mem: read $n bytes at 0x$addr"
+echo
+echo "-- the task: started with 'bulkhead exec --label demo-task', same reads"
+bulkhead exec --label demo-task -- sh -c "
+  echo \"   task pid \$\$ sealed into domain \$BULKHEAD_DOMAIN\"
+  if tr '\0' '\n' < /proc/$sup/environ | grep DEMO_SECRET; then echo '   environ: READ (bulkhead failed!)'; exit 1; fi
+  echo '   environ: refused'
+  if dd if=/proc/$sup/mem bs=4096 skip=\$((0x$addr / 4096)) count=1 2>&1 >/dev/null | grep -q 'denied'; then
+    echo '   mem: refused (Permission denied)'
+  else
+    echo '   mem: READ (bulkhead failed!)'; exit 1
+  fi
+"
+task=$?
+echo
+echo "-- the agent's log lines for it"
+sleep 0.5
+grep -E "sealed|denied" /tmp/agent.log | sed 's/^/   /'
+echo
+if [ "$task" -eq 0 ]; then echo "demo: the task was refused both reads"; else echo "demo: FAILED"; fi
+exit "$task"

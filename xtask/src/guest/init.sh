@@ -1,0 +1,56 @@
+#!/bin/busybox sh
+# PID 1 of the test VM. Mounts what the agent needs, starts it, runs the job named on the kernel
+# command line (bulkhead.mode=test|run), reports over the serial console, powers off.
+/bin/busybox --install -s /bin
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mkdir -p /proc /sys /dev /tmp /run
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t securityfs securityfs /sys/kernel/security
+mount -t bpf bpf /sys/fs/bpf
+mkdir -p /sys/fs/cgroup && mount -t cgroup2 cgroup2 /sys/fs/cgroup
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+hostname bulkhead-vm
+
+arg() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
+mode=$(arg bulkhead.mode)
+echo "BULKHEAD-GUEST booted kernel=$(uname -r) lsm=$(cat /sys/kernel/security/lsm)"
+
+finish() {
+    sync
+    poweroff -f
+}
+
+bulkhead run --config /etc/bulkhead/node.toml >/tmp/agent.log 2>&1 &
+agent=$!
+tries=0
+until [ -S /run/bulkhead/bulkhead.sock ]; do
+    tries=$((tries + 1))
+    if ! kill -0 "$agent" 2>/dev/null || [ "$tries" -gt 600 ]; then
+        echo "BULKHEAD-GUEST agent-failed"
+        sed 's/^/agent| /' /tmp/agent.log
+        finish
+    fi
+    sleep 0.1
+done
+echo "BULKHEAD-GUEST agent-ready pid=$agent"
+
+case "$mode" in
+test)
+    filter=$(arg bulkhead.filter)
+    BULKHEAD_AGENT_LOG=/tmp/agent.log bulkhead-vm-suite $filter
+    echo "BULKHEAD-GUEST suite-exit=$?"
+    if [ "$(arg bulkhead.agentlog)" = 1 ]; then sed 's/^/agent| /' /tmp/agent.log; fi
+    ;;
+run)
+    echo "BULKHEAD-VMRUN start"
+    sh /vm-run.sh
+    echo "BULKHEAD-VMRUN exit=$?"
+    ;;
+*)
+    echo "BULKHEAD-GUEST unknown mode '$mode'"
+    ;;
+esac
+finish

@@ -1,0 +1,125 @@
+//! `cargo xtask`: bulkhead's developer tasks.
+//!
+//! - `setup`: install the toolchain pieces, qemu, busybox and the VM kernel (idempotent)
+//! - `test`: setup if needed, host tests, then the VM enforcement suite
+//! - `vm-test [FILTER]`: only the VM suite
+//! - `vm-run [--include PATH]... [-- COMMAND...]`: the agent in a VM; run COMMAND or the demo
+
+mod artifacts;
+mod cmd;
+mod initramfs;
+mod qemu;
+mod report;
+mod setup;
+mod vm;
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install everything the build and the VM need (skips what is present).
+    Setup,
+    /// Run every test: host (`cargo test`) and the VM enforcement suite.
+    Test {
+        #[command(flatten)]
+        vm: VmArgs,
+    },
+    /// Run the VM enforcement suite only, optionally only tests whose name contains FILTER.
+    VmTest {
+        filter: Option<String>,
+        /// Also print the agent's log from inside the VM.
+        #[arg(long)]
+        agent_log: bool,
+        #[command(flatten)]
+        vm: VmArgs,
+    },
+    /// Boot the VM with the agent running and run COMMAND as root outside any domain, or the
+    /// demonstration when no COMMAND is given. Exits with COMMAND's status.
+    VmRun {
+        /// File or directory to make available in the guest as /include/<basename>.
+        #[arg(long = "include", value_name = "HOST_PATH")]
+        includes: Vec<PathBuf>,
+        #[command(flatten)]
+        vm: VmArgs,
+        #[arg(last = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+}
+
+#[derive(Args, Clone)]
+struct VmArgs {
+    /// Use KVM instead of TCG emulation (off by default: it hangs on the dev machines).
+    #[arg(long)]
+    kvm: bool,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 1024)]
+    memory: u32,
+    /// Guest CPU count.
+    #[arg(long, default_value_t = 2)]
+    cpus: u32,
+    /// Give up on the VM after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    timeout: u64,
+}
+
+impl VmArgs {
+    fn options(&self) -> qemu::VmOptions {
+        qemu::VmOptions {
+            kvm: self.kvm,
+            memory_mib: self.memory,
+            cpus: self.cpus,
+            timeout: Duration::from_secs(self.timeout),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Task::Setup => setup::setup().map(|_| ExitCode::SUCCESS),
+        Task::Test { vm } => test_all(&vm),
+        Task::VmTest {
+            filter,
+            agent_log,
+            vm,
+        } => vm_suite(filter.as_deref(), agent_log, &vm).map(|tally| {
+            tally.print("vm");
+            tally.exit_code()
+        }),
+        Task::VmRun {
+            includes,
+            vm,
+            command,
+        } => setup::setup()
+            .and_then(|kernel| vm::run_command(&kernel, &includes, &command, &vm.options())),
+    };
+    result.unwrap_or_else(|err| {
+        eprintln!("xtask: {err:#}");
+        ExitCode::FAILURE
+    })
+}
+
+fn test_all(vm: &VmArgs) -> anyhow::Result<ExitCode> {
+    setup::setup()?;
+    let host = report::host_tests()?;
+    let guest = vm_suite(None, false, vm)?;
+    println!();
+    host.print("host");
+    guest.print("vm");
+    let total = host.plus(&guest);
+    total.print("total");
+    Ok(total.exit_code())
+}
+
+fn vm_suite(filter: Option<&str>, agent_log: bool, vm: &VmArgs) -> anyhow::Result<report::Tally> {
+    let kernel = setup::setup()?;
+    vm::run_suite(&kernel, filter, agent_log, &vm.options())
+}

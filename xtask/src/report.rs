@@ -1,0 +1,98 @@
+//! Counting and printing test results.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, ExitCode, Stdio},
+};
+
+use anyhow::Context;
+
+use crate::artifacts::workspace_root;
+
+#[derive(Default, Clone, Copy)]
+pub struct Tally {
+    pub passed: usize,
+    pub failed: usize,
+}
+
+impl Tally {
+    pub fn plus(&self, other: &Tally) -> Tally {
+        Tally {
+            passed: self.passed + other.passed,
+            failed: self.failed + other.failed,
+        }
+    }
+
+    pub fn print(&self, what: &str) {
+        println!("{what}: {} passed, {} failed", self.passed, self.failed);
+    }
+
+    pub fn exit_code(&self) -> ExitCode {
+        if self.failed == 0 && self.passed > 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `cargo test` on the host, streamed, with the per-binary summaries added up. A build failure
+/// counts as a failure.
+pub fn host_tests() -> anyhow::Result<Tally> {
+    let mut child = Command::new(env!("CARGO"))
+        .current_dir(workspace_root())
+        .args(["test", "--workspace", "--exclude", "bulkhead-ebpf"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting cargo test")?;
+    let mut tally = Tally::default();
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(summary) = line.strip_prefix("test result: ") {
+            tally = tally.plus(&parse_summary(summary));
+        }
+    }
+    if !child.wait()?.success() && tally.failed == 0 {
+        tally.failed += 1;
+        println!("host: cargo test failed outside any test (build error?)");
+    }
+    Ok(tally)
+}
+
+/// "ok. 12 passed; 0 failed; 0 ignored; ..." -> passed/failed.
+fn parse_summary(summary: &str) -> Tally {
+    let count = |word: &str| {
+        summary
+            .split(';')
+            .filter_map(|part| part.trim().split_once(' '))
+            .find(|(_, name)| *name == word)
+            .and_then(|(n, _)| {
+                n.trim_start_matches("ok. ")
+                    .trim_start_matches("FAILED. ")
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    Tally {
+        passed: count("passed"),
+        failed: count("failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_cargo_summaries() {
+        let ok = parse_summary(
+            "ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s",
+        );
+        assert_eq!((ok.passed, ok.failed), (12, 0));
+        let bad =
+            parse_summary("FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out");
+        assert_eq!((bad.passed, bad.failed), (3, 2));
+    }
+}

@@ -1,0 +1,201 @@
+//! `cargo xtask setup`: install everything the build and the VM need. Idempotent: each step
+//! checks first and skips what is already there. A failing step names itself, says why and
+//! what to do.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, bail};
+
+use crate::cmd::{output, run};
+
+const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
+];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
+
+/// The VM's kernel, extracted from Debian's package.
+pub struct Kernel {
+    pub package: String,
+    pub vmlinuz: PathBuf,
+}
+
+/// Where slow downloads are kept between runs: `$BULKHEAD_CACHE_DIR`, else
+/// `~/.cache/bulkhead`. Nothing depends on it existing.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("BULKHEAD_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    home.join(".cache/bulkhead")
+}
+
+pub fn setup() -> anyhow::Result<Kernel> {
+    step("Debian packages", apt_packages)?;
+    step("rust-src for nightly", rust_src)?;
+    step("bpf-linker", bpf_linker)?;
+    step("VM kernel", vm_kernel)
+}
+
+fn step<T>(name: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    eprintln!("setup: {name}");
+    f().with_context(|| format!("setup step '{name}' failed"))
+}
+
+fn installed(package: &str) -> bool {
+    output(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))
+        .is_ok_and(|status| status.contains("install ok installed"))
+}
+
+fn apt_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !installed(p))
+        .collect();
+    if missing.is_empty() {
+        eprintln!("  all present");
+        return Ok(());
+    }
+    eprintln!("  installing {}", missing.join(" "));
+    run(Command::new("apt-get").arg("update")).context(
+        "`apt-get update` failed: check that the Debian mirror is reachable and you are root",
+    )?;
+    run(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&missing))
+    .with_context(|| format!("`apt-get install {}` failed", missing.join(" ")))
+}
+
+fn rust_src() -> anyhow::Result<()> {
+    let components = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))
+    .context(
+        "no nightly toolchain: the eBPF build needs one (`rustup toolchain install nightly`)",
+    )?;
+    if components.lines().any(|line| line.starts_with("rust-src")) {
+        eprintln!("  present");
+        return Ok(());
+    }
+    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+fn bpf_linker() -> anyhow::Result<()> {
+    if output(Command::new("bpf-linker").arg("--version"))
+        .is_ok_and(|v| v.contains(BPF_LINKER_VERSION))
+    {
+        eprintln!("  {BPF_LINKER_VERSION} present");
+        return Ok(());
+    }
+    eprintln!("  building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)");
+    let path = format!("{LLVM_BIN}:{}", std::env::var("PATH").unwrap_or_default());
+    run(Command::new("cargo")
+        .env("PATH", path)
+        .args([
+            "install",
+            "bpf-linker",
+            "--locked",
+            "--version",
+            BPF_LINKER_VERSION,
+        ])
+        .args(["--no-default-features", "--features", "llvm-22"]))
+    .context("building bpf-linker failed: is llvm-22-dev installed (the Debian packages step)?")
+}
+
+/// The package `linux-image-amd64` currently depends on, e.g. `linux-image-6.1.0-56-amd64`.
+fn current_kernel_package() -> anyhow::Result<String> {
+    let resolve = || -> anyhow::Result<String> {
+        let depends = output(Command::new("apt-cache").args(["depends", "linux-image-amd64"]))?;
+        depends
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("Depends: "))
+            .find(|dep| dep.starts_with("linux-image-"))
+            .map(str::to_owned)
+            .context("linux-image-amd64 lists no linux-image-* dependency")
+    };
+    resolve().or_else(|_| {
+        // A fresh machine has empty package lists.
+        run(Command::new("apt-get").arg("update"))?;
+        resolve()
+    })
+}
+
+fn vm_kernel() -> anyhow::Result<Kernel> {
+    let cache = cache_dir().join("kernel");
+    fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+    let package = match current_kernel_package() {
+        Ok(package) => package,
+        Err(err) => match newest_cached_kernel(&cache) {
+            Some(package) => {
+                eprintln!("  cannot resolve linux-image-amd64 ({err:#}); using cached {package}");
+                package
+            }
+            None => bail!("cannot resolve linux-image-amd64 and no kernel is cached: {err:#}"),
+        },
+    };
+    let dir = cache.join(&package);
+    let vmlinuz = dir.join("vmlinuz");
+    if vmlinuz.is_file() {
+        eprintln!("  {package} cached at {}", dir.display());
+        return Ok(Kernel { package, vmlinuz });
+    }
+    let download = cache.join("download");
+    let _ = fs::remove_dir_all(&download);
+    fs::create_dir_all(&download)?;
+    run(Command::new("apt-get")
+        .current_dir(&download)
+        .args(["download", &package]))
+    .with_context(|| format!("`apt-get download {package}` failed"))?;
+    let deb = fs::read_dir(&download)?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "deb"))
+        .context("apt-get download produced no .deb")?;
+    let extracted = download.join("x");
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&extracted))?;
+    let boot = extracted.join("boot");
+    let image = fs::read_dir(&boot)?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| {
+            path.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .context("the kernel package has no /boot/vmlinuz-*")?;
+    fs::create_dir_all(&dir)?;
+    fs::copy(&image, &vmlinuz)?;
+    if let Some(config) = fs::read_dir(&boot)?
+        .filter_map(Result::ok)
+        .find(|entry| entry.file_name().to_string_lossy().starts_with("config-"))
+    {
+        fs::copy(config.path(), dir.join("config"))?;
+    }
+    let _ = fs::remove_dir_all(&download);
+    eprintln!("  {package} downloaded to {}", dir.display());
+    Ok(Kernel { package, vmlinuz })
+}
+
+fn newest_cached_kernel(cache: &Path) -> Option<String> {
+    let mut cached: Vec<String> = fs::read_dir(cache)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|entry| entry.path().join("vmlinuz").is_file())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    cached.sort();
+    cached.pop()
+}
