@@ -1,3 +1,28 @@
+//! bulkhead's VM enforcement suite. Runs as root inside the test VM, outside any domain, in the
+//! role of a task supervisor; the agent is already running.
+//!
+//! `bulkhead-vm-suite [FILTER]` runs the suite; `bulkhead-vm-suite helper ...` is how the suite
+//! starts its attacker and target processes (see helper.rs).
+
+mod access;
+mod harness;
+mod helper;
+mod scenarios;
+
+/// In the suite's initial environment (set by the VM's /init) so reading its environ can be
+/// checked for content, not just success.
+pub const SUPERVISOR_MARKER: &str = "BULKHEAD_SUPERVISOR_MARKER=supervisor-env";
+/// In the agent's initial environment (set by the VM's /init).
+pub const AGENT_MARKER: &str = "BULKHEAD_AGENT_MARKER=agent-env";
+/// In the environment of processes the suite starts as targets.
+pub const HOLDER_MARKER: &str = "BULKHEAD_HOLDER_MARKER=holder-env";
+
 fn main() {
-    println!("BULKHEAD-SUITE planned=0");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("helper") {
+        std::process::exit(helper::main(&args[1..]));
+    }
+    let filter = args.first().map(String::as_str);
+    let failed = scenarios::run(filter);
+    std::process::exit(i32::from(failed > 0));
 }

@@ -23,7 +23,7 @@ finish() {
     poweroff -f
 }
 
-bulkhead run --config /etc/bulkhead/node.toml >/tmp/agent.log 2>&1 &
+BULKHEAD_AGENT_MARKER=agent-env bulkhead run --config /etc/bulkhead/node.toml >/tmp/agent.log 2>&1 &
 agent=$!
 tries=0
 until [ -S /run/bulkhead/bulkhead.sock ]; do
@@ -40,7 +40,7 @@ echo "BULKHEAD-GUEST agent-ready pid=$agent"
 case "$mode" in
 test)
     filter=$(arg bulkhead.filter)
-    BULKHEAD_AGENT_LOG=/tmp/agent.log bulkhead-vm-suite $filter
+    BULKHEAD_SUPERVISOR_MARKER=supervisor-env bulkhead-vm-suite $filter
     echo "BULKHEAD-GUEST suite-exit=$?"
     if [ "$(arg bulkhead.agentlog)" = 1 ]; then sed 's/^/agent| /' /tmp/agent.log; fi
     ;;

@@ -1,0 +1,282 @@
+//! The cross-domain accesses the suite attempts, each done the way an attacker would.
+//!
+//! An attempt is `Allowed` only if it actually obtained the data (and, where the suite knows it,
+//! the expected content); `Denied` only if it failed with the errno the kernel returns for an
+//! LSM refusal on that path. Anything else is an `Error`, which fails every test, so a broken
+//! harness can pass neither a denial test nor its control.
+
+use std::{
+    ffi::CString,
+    fs,
+    io::{self, Read},
+    os::unix::fs::OpenOptionsExt,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    PtraceAttach,
+    PtraceSeize,
+    ProcMem,
+    ProcEnviron,
+    ProcAuxv,
+    ProcFdOpen,
+    ProcCwdReadlink,
+    ProcCwdTraverse,
+    ProcRootReadlink,
+    ProcRootTraverse,
+    ProcessVmReadv,
+    PidfdGetfd,
+}
+
+impl Access {
+    /// Every access that targets another process by pid (PTRACE_TRACEME is tested separately:
+    /// its target is always the parent).
+    pub const ALL: [Access; 12] = [
+        Access::PtraceAttach,
+        Access::PtraceSeize,
+        Access::ProcMem,
+        Access::ProcEnviron,
+        Access::ProcAuxv,
+        Access::ProcFdOpen,
+        Access::ProcCwdReadlink,
+        Access::ProcCwdTraverse,
+        Access::ProcRootReadlink,
+        Access::ProcRootTraverse,
+        Access::ProcessVmReadv,
+        Access::PidfdGetfd,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Access::PtraceAttach => "ptrace-attach",
+            Access::PtraceSeize => "ptrace-seize",
+            Access::ProcMem => "proc-mem",
+            Access::ProcEnviron => "proc-environ",
+            Access::ProcAuxv => "proc-auxv",
+            Access::ProcFdOpen => "proc-fd-open",
+            Access::ProcCwdReadlink => "proc-cwd-readlink",
+            Access::ProcCwdTraverse => "proc-cwd-traverse",
+            Access::ProcRootReadlink => "proc-root-readlink",
+            Access::ProcRootTraverse => "proc-root-traverse",
+            Access::ProcessVmReadv => "process-vm-readv",
+            Access::PidfdGetfd => "pidfd-getfd",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Access> {
+        Access::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// The errno an LSM refusal produces on this path (mm_access() turns a refusal into
+    /// EACCES for /proc files; ptrace, process_vm_readv and pidfd_getfd report EPERM).
+    pub fn denial_errno(self) -> i32 {
+        match self {
+            Access::PtraceAttach
+            | Access::PtraceSeize
+            | Access::ProcessVmReadv
+            | Access::PidfdGetfd => libc::EPERM,
+            _ => libc::EACCES,
+        }
+    }
+}
+
+/// What the suite knows about a target, so an allowed access can be checked for content.
+pub struct Target {
+    pub pid: i32,
+    /// An address mapped readable in the target.
+    pub addr: u64,
+    /// The bytes expected at `addr`, when known.
+    pub expect_mem: Option<Vec<u8>>,
+    /// A string the target's initial environment contains.
+    pub env_marker: String,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Allowed,
+    Denied,
+    Error(String),
+}
+
+impl Outcome {
+    /// Exit status of a helper process reporting this outcome.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Outcome::Allowed => 0,
+            Outcome::Denied => 10,
+            Outcome::Error(_) => 20,
+        }
+    }
+}
+
+/// Classifies a failed system call: the expected errno is a denial, anything else an error.
+fn failed(access: Access, what: &str, err: io::Error) -> Outcome {
+    if err.raw_os_error() == Some(access.denial_errno()) {
+        Outcome::Denied
+    } else {
+        Outcome::Error(format!("{what}: {err}"))
+    }
+}
+
+fn last_error() -> io::Error {
+    io::Error::last_os_error()
+}
+
+pub fn attempt(access: Access, target: &Target) -> Outcome {
+    let pid = target.pid;
+    match access {
+        Access::PtraceAttach => ptrace_attach(pid),
+        Access::PtraceSeize => ptrace_seize(pid),
+        Access::ProcMem => proc_mem(target),
+        Access::ProcEnviron => read_proc(
+            access,
+            &format!("/proc/{pid}/environ"),
+            Some(&target.env_marker),
+        ),
+        Access::ProcAuxv => read_proc(access, &format!("/proc/{pid}/auxv"), None),
+        Access::ProcFdOpen => match fs::File::open(format!("/proc/{pid}/fd/2")) {
+            Ok(_) => Outcome::Allowed,
+            Err(err) => failed(access, "open /proc/pid/fd/2", err),
+        },
+        Access::ProcCwdReadlink => readlink(access, &format!("/proc/{pid}/cwd")),
+        Access::ProcRootReadlink => readlink(access, &format!("/proc/{pid}/root")),
+        Access::ProcCwdTraverse => traverse(access, &format!("/proc/{pid}/cwd/")),
+        Access::ProcRootTraverse => traverse(access, &format!("/proc/{pid}/root/")),
+        Access::ProcessVmReadv => process_vm_readv(target),
+        Access::PidfdGetfd => pidfd_getfd(pid),
+    }
+}
+
+fn ptrace_attach(pid: i32) -> Outcome {
+    // SAFETY: plain ptrace requests on a pid; no memory is passed.
+    if unsafe { libc::ptrace(libc::PTRACE_ATTACH, pid, 0, 0) } != 0 {
+        return failed(Access::PtraceAttach, "PTRACE_ATTACH", last_error());
+    }
+    // Consume the attach stop, then let the target go on as before.
+    let mut status = 0;
+    // SAFETY: status is a valid out pointer.
+    unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+    // SAFETY: as above.
+    unsafe { libc::ptrace(libc::PTRACE_DETACH, pid, 0, 0) };
+    Outcome::Allowed
+}
+
+fn ptrace_seize(pid: i32) -> Outcome {
+    // SAFETY: as above. A seized tracee is not stopped; exiting detaches it.
+    if unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, 0, 0) } != 0 {
+        return failed(Access::PtraceSeize, "PTRACE_SEIZE", last_error());
+    }
+    Outcome::Allowed
+}
+
+/// PTRACE_TRACEME: make the parent this process's tracer.
+pub fn ptrace_traceme() -> Outcome {
+    // SAFETY: request without arguments.
+    if unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) } != 0 {
+        let err = last_error();
+        return if err.raw_os_error() == Some(libc::EPERM) {
+            Outcome::Denied
+        } else {
+            Outcome::Error(format!("PTRACE_TRACEME: {err}"))
+        };
+    }
+    Outcome::Allowed
+}
+
+fn check_bytes(got: &[u8], target: &Target) -> Outcome {
+    match &target.expect_mem {
+        Some(expected) if got != &expected[..got.len().min(expected.len())] => {
+            Outcome::Error(format!("read {got:02x?}, expected {expected:02x?}"))
+        }
+        _ => Outcome::Allowed,
+    }
+}
+
+fn proc_mem(target: &Target) -> Outcome {
+    use std::os::unix::fs::FileExt;
+    let file = match fs::File::open(format!("/proc/{}/mem", target.pid)) {
+        Ok(file) => file,
+        Err(err) => return failed(Access::ProcMem, "open /proc/pid/mem", err),
+    };
+    let mut buf = [0u8; 8];
+    match file.read_exact_at(&mut buf, target.addr) {
+        Ok(()) => check_bytes(&buf, target),
+        Err(err) => failed(Access::ProcMem, "pread /proc/pid/mem", err),
+    }
+}
+
+fn read_proc(access: Access, path: &str, marker: Option<&str>) -> Outcome {
+    let mut data = Vec::new();
+    let read = fs::File::open(path).and_then(|mut file| file.read_to_end(&mut data));
+    match read {
+        Err(err) => failed(access, path, err),
+        Ok(0) => Outcome::Error(format!("{path} read as empty")),
+        Ok(_) => match marker {
+            Some(marker) if !String::from_utf8_lossy(&data).contains(marker) => {
+                Outcome::Error(format!("{path} lacks {marker}"))
+            }
+            _ => Outcome::Allowed,
+        },
+    }
+}
+
+fn readlink(access: Access, path: &str) -> Outcome {
+    match fs::read_link(path) {
+        Ok(_) => Outcome::Allowed,
+        Err(err) => failed(access, path, err),
+    }
+}
+
+fn traverse(access: Access, path: &str) -> Outcome {
+    let opened = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(path);
+    match opened.and_then(|_| fs::read_dir(path).map(|entries| entries.count())) {
+        Ok(_) => Outcome::Allowed,
+        Err(err) => failed(access, path, err),
+    }
+}
+
+fn process_vm_readv(target: &Target) -> Outcome {
+    let mut buf = [0u8; 8];
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: target.addr as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: one local iovec over `buf`; the remote one is only read by the kernel.
+    let n = unsafe { libc::process_vm_readv(target.pid, &local, 1, &remote, 1, 0) };
+    if n < 0 {
+        return failed(Access::ProcessVmReadv, "process_vm_readv", last_error());
+    }
+    if n as usize != buf.len() {
+        return Outcome::Error(format!("process_vm_readv read {n} bytes"));
+    }
+    check_bytes(&buf, target)
+}
+
+fn pidfd_getfd(pid: i32) -> Outcome {
+    // SAFETY: plain syscalls; the returned fds are closed below.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        return Outcome::Error(format!("pidfd_open: {}", last_error()));
+    }
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd as i32, 2, 0) };
+    let outcome = if fd < 0 {
+        failed(Access::PidfdGetfd, "pidfd_getfd", last_error())
+    } else {
+        unsafe { libc::close(fd as i32) };
+        Outcome::Allowed
+    };
+    unsafe { libc::close(pidfd as i32) };
+    outcome
+}
+
+/// C string for exec-family calls.
+pub fn cstring(s: &str) -> CString {
+    CString::new(s).expect("no NUL in argument")
+}

@@ -1,0 +1,50 @@
+//! Test registry and the console protocol xtask reads (see xtask/src/vm.rs).
+
+use std::io::Write;
+
+type TestFn<'a> = Box<dyn FnOnce() -> Result<(), String> + 'a>;
+
+pub struct Suite<'a> {
+    tests: Vec<(String, TestFn<'a>)>,
+}
+
+impl<'a> Suite<'a> {
+    pub fn new() -> Self {
+        Self { tests: Vec::new() }
+    }
+
+    pub fn add(&mut self, name: impl Into<String>, test: impl FnOnce() -> Result<(), String> + 'a) {
+        self.tests.push((name.into(), Box::new(test)));
+    }
+
+    /// Runs the tests whose name contains `filter`; returns the number that failed.
+    pub fn run(self, filter: Option<&str>) -> usize {
+        let selected: Vec<_> = self
+            .tests
+            .into_iter()
+            .filter(|(name, _)| filter.is_none_or(|f| name.contains(f)))
+            .collect();
+        emit(&format!("BULKHEAD-SUITE planned={}", selected.len()));
+        let mut failed = 0;
+        for (name, test) in selected {
+            match test() {
+                Ok(()) => emit(&format!("BULKHEAD-TEST ok {name}")),
+                Err(detail) => {
+                    failed += 1;
+                    emit(&format!(
+                        "BULKHEAD-TEST FAIL {name} :: {}",
+                        detail.replace('\n', " | ")
+                    ));
+                }
+            }
+        }
+        failed
+    }
+}
+
+/// One write per line, so kernel console output cannot split a marker.
+fn emit(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(format!("{line}\n").as_bytes());
+    let _ = out.flush();
+}

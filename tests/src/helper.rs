@@ -1,0 +1,417 @@
+//! `bulkhead-vm-suite helper ...`: the processes the suite starts, inside or outside domains.
+//! Each reports by exit status (see `access::Outcome::exit_code`) and explains on stderr.
+
+use std::io::{Read, Write};
+
+use bulkhead::api::{
+    client::{Client, ClientError},
+    wire::{PATH_SEAL_SELF, PATH_WHOAMI, SealSelfRequest, SealSelfResponse, WhoamiResponse},
+};
+
+use crate::access::{self, Access, Outcome, Target, cstring};
+
+/// Bytes every process of this binary holds at a known address, for memory-read checks.
+#[used]
+pub static SECRET: [u8; 16] = *b"bulkhead-secret!";
+
+pub fn secret_addr() -> u64 {
+    std::hint::black_box(&SECRET).as_ptr() as u64
+}
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_WRONG: i32 = 1;
+
+pub fn main(args: &[String]) -> i32 {
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        ["probe", access, pid, addr, expect, marker] => probe(access, pid, addr, expect, marker),
+        ["traceme"] => report(access::ptrace_traceme()),
+        ["same-domain", access] => same_domain(access),
+        ["same-domain-traceme"] => same_domain_traceme(),
+        ["hold"] => hold(),
+        ["inherit", method, sup] => inherit(method, sup),
+        ["inherited-check", sup, expected] => inherited_check(sup, expected),
+        ["seal-multithreaded"] => seal_multithreaded(),
+        ["reseal"] => reseal(),
+        _ => {
+            eprintln!("unknown helper invocation: {words:?}");
+            2
+        }
+    }
+}
+
+fn report(outcome: Outcome) -> i32 {
+    if let Outcome::Error(message) = &outcome {
+        eprintln!("{message}");
+    }
+    outcome.exit_code()
+}
+
+fn probe(access: &str, pid: &str, addr: &str, expect: &str, marker: &str) -> i32 {
+    let Some(access) = Access::from_name(access) else {
+        eprintln!("unknown access {access}");
+        return 2;
+    };
+    let target = Target {
+        pid: pid.parse().expect("pid"),
+        addr: u64::from_str_radix(addr, 16).expect("hex address"),
+        expect_mem: (expect != "-").then(|| expect.as_bytes().to_vec()),
+        env_marker: marker.to_owned(),
+    };
+    report(access::attempt(access, &target))
+}
+
+/// Prints "PID ADDR" and waits until stdin closes: a target process.
+fn hold() -> i32 {
+    println!("{} {:x}", std::process::id(), secret_addr());
+    std::io::stdout().flush().expect("stdout");
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
+    0
+}
+
+/// Forks a child that waits on a pipe; runs `f(child_pid)` in the parent; then ends the child.
+fn with_forked_child(f: impl FnOnce(i32) -> i32) -> i32 {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid array of two ints.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: the child only calls async-signal-safe functions before _exit.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        unsafe {
+            libc::close(fds[1]);
+            let mut byte = 0u8;
+            libc::read(fds[0], std::ptr::from_mut(&mut byte).cast(), 1);
+            libc::_exit(0);
+        }
+    }
+    unsafe { libc::close(fds[0]) };
+    let code = f(child);
+    unsafe {
+        libc::close(fds[1]);
+        libc::kill(child, libc::SIGKILL);
+        libc::waitpid(child, std::ptr::null_mut(), 0);
+    }
+    code
+}
+
+/// Control: the same access against a process of the caller's own domain (its forked child,
+/// which inherited the domain) must succeed.
+fn same_domain(access: &str) -> i32 {
+    let Some(access) = Access::from_name(access) else {
+        return 2;
+    };
+    let marker = std::env::var("BULKHEAD_SAME_MARKER").unwrap_or_default();
+    with_forked_child(|child| {
+        report(access::attempt(
+            access,
+            &Target {
+                pid: child,
+                addr: secret_addr(),
+                expect_mem: Some(SECRET.to_vec()),
+                env_marker: marker,
+            },
+        ))
+    })
+}
+
+fn same_domain_traceme() -> i32 {
+    // SAFETY: the child runs PTRACE_TRACEME and exits with the outcome.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        let code = access::ptrace_traceme().exit_code();
+        unsafe { libc::_exit(code) };
+    }
+    wait_exit_code(child)
+}
+
+fn wait_exit_code(pid: i32) -> i32 {
+    let mut status = 0;
+    // SAFETY: status is a valid out pointer.
+    unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        eprintln!("child {pid} did not exit normally (status {status:#x})");
+        EXIT_WRONG
+    }
+}
+
+/// The domain this process was sealed into, as `bulkhead exec` passed it on.
+fn own_domain() -> String {
+    std::env::var("BULKHEAD_DOMAIN").unwrap_or_else(|_| "none".into())
+}
+
+fn self_exe() -> String {
+    std::env::current_exe()
+        .expect("own path")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Creates a child by `method`; the child checks it carries this process's domain.
+fn inherit(method: &str, sup: &str) -> i32 {
+    let exe = self_exe();
+    let expected = own_domain();
+    let argv_strings = [
+        exe.as_str(),
+        "helper",
+        "inherited-check",
+        sup,
+        expected.as_str(),
+    ];
+    let argv_c: Vec<_> = argv_strings.iter().map(|s| cstring(s)).collect();
+    let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|s| s.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    // SAFETY (for the raw calls below): argv is NUL-terminated and outlives the calls; each
+    // child only execs or _exits.
+    match method {
+        "fork" => {
+            let child = unsafe { libc::fork() };
+            if child == 0 {
+                unsafe {
+                    libc::execv(argv[0], argv.as_ptr());
+                    libc::_exit(127);
+                }
+            }
+            wait_exit_code(child)
+        }
+        "vfork" => {
+            // libc deprecates vfork because the compiler does not know it returns twice. The
+            // child here only calls execv/_exit with arguments prepared before the call, the
+            // one pattern where that is sound; a real vfork is what this test is about.
+            #[allow(deprecated)]
+            let child = unsafe { libc::vfork() };
+            if child == 0 {
+                unsafe {
+                    libc::execv(argv[0], argv.as_ptr());
+                    libc::_exit(127);
+                }
+            }
+            wait_exit_code(child)
+        }
+        "posix-spawn" => {
+            let mut pid = 0;
+            unsafe extern "C" {
+                static environ: *const *const libc::c_char;
+            }
+            let rc = unsafe {
+                libc::posix_spawn(
+                    &mut pid,
+                    argv[0],
+                    std::ptr::null(),
+                    std::ptr::null(),
+                    argv.as_ptr().cast(),
+                    environ.cast(),
+                )
+            };
+            if rc != 0 {
+                eprintln!("posix_spawn: errno {rc}");
+                return EXIT_WRONG;
+            }
+            wait_exit_code(pid)
+        }
+        "clone3" => {
+            #[repr(C)]
+            #[derive(Default)]
+            struct CloneArgs {
+                flags: u64,
+                pidfd: u64,
+                child_tid: u64,
+                parent_tid: u64,
+                exit_signal: u64,
+                stack: u64,
+                stack_size: u64,
+                tls: u64,
+            }
+            let mut args = CloneArgs {
+                exit_signal: libc::SIGCHLD as u64,
+                ..Default::default()
+            };
+            let child = unsafe {
+                libc::syscall(
+                    libc::SYS_clone3,
+                    std::ptr::from_mut(&mut args),
+                    std::mem::size_of::<CloneArgs>(),
+                )
+            };
+            if child == 0 {
+                unsafe {
+                    libc::execv(argv[0], argv.as_ptr());
+                    libc::_exit(127);
+                }
+            }
+            if child < 0 {
+                eprintln!("clone3: {}", std::io::Error::last_os_error());
+                return EXIT_WRONG;
+            }
+            wait_exit_code(child as i32)
+        }
+        "thread" => {
+            // A new thread is a new task: it must carry the domain on its own.
+            let sup: i32 = sup.parse().expect("pid");
+            let outcome = std::thread::spawn(move || {
+                access::attempt(Access::ProcEnviron, &supervisor_target(sup))
+            })
+            .join()
+            .expect("thread");
+            if outcome == Outcome::Denied {
+                EXIT_OK
+            } else {
+                eprintln!("thread of a sealed process: expected denied, got {outcome:?}");
+                EXIT_WRONG
+            }
+        }
+        "double-fork" => double_fork(&argv),
+        other => {
+            eprintln!("unknown method {other}");
+            2
+        }
+    }
+}
+
+/// A daemon: fork, setsid, fork again, the grandchild is reparented to init. It reports its
+/// check's exit status through a pipe.
+fn double_fork(argv: &[*const libc::c_char]) -> i32 {
+    let mut fds = [0; 2];
+    // SAFETY: fds is valid; children only use async-signal-safe calls before exec/_exit.
+    unsafe {
+        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+        let middle = libc::fork();
+        if middle == 0 {
+            libc::close(fds[0]);
+            libc::setsid();
+            let daemon = libc::fork();
+            if daemon == 0 {
+                // Grandchild: run the check as a child of our own, then report.
+                let check = libc::fork();
+                if check == 0 {
+                    libc::execv(argv[0], argv.as_ptr());
+                    libc::_exit(127);
+                }
+                let mut status = 0;
+                libc::waitpid(check, &mut status, 0);
+                let code: u8 = if libc::WIFEXITED(status) {
+                    libc::WEXITSTATUS(status) as u8
+                } else {
+                    99
+                };
+                libc::write(fds[1], std::ptr::from_ref(&code).cast(), 1);
+                libc::_exit(0);
+            }
+            libc::_exit(0);
+        }
+        libc::close(fds[1]);
+        libc::waitpid(middle, std::ptr::null_mut(), 0);
+        let mut code = 99u8;
+        let mut file = std::fs::File::from(
+            <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fds[0]),
+        );
+        if file.read_exact(std::slice::from_mut(&mut code)).is_err() {
+            eprintln!("the daemon never reported");
+            return EXIT_WRONG;
+        }
+        i32::from(code)
+    }
+}
+
+fn supervisor_target(sup: i32) -> Target {
+    Target {
+        pid: sup,
+        addr: 0,
+        expect_mem: None,
+        env_marker: crate::SUPERVISOR_MARKER.to_owned(),
+    }
+}
+
+fn client() -> Client {
+    Client::new(std::path::Path::new(
+        &std::env::var("BULKHEAD_SOCKET")
+            .unwrap_or_else(|_| bulkhead::config::DEFAULT_SOCKET_PATH.into()),
+    ))
+}
+
+fn whoami() -> Result<Option<u64>, ClientError> {
+    client()
+        .get::<WhoamiResponse>(PATH_WHOAMI)
+        .map(|w| w.domain)
+}
+
+/// Run in a child: the agent must see it in `expected` (a domain id or "none"), and reading
+/// the supervisor's environ must be denied in a domain and allowed outside one.
+fn inherited_check(sup: &str, expected: &str) -> i32 {
+    let domain = match whoami() {
+        Ok(domain) => domain.map_or_else(|| "none".to_owned(), |d| d.to_string()),
+        Err(err) => {
+            eprintln!("whoami: {err}");
+            return EXIT_WRONG;
+        }
+    };
+    if domain != expected {
+        eprintln!("child is in domain {domain}, expected {expected}");
+        return EXIT_WRONG;
+    }
+    let outcome = access::attempt(
+        Access::ProcEnviron,
+        &supervisor_target(sup.parse().expect("pid")),
+    );
+    let want = if expected == "none" {
+        Outcome::Allowed
+    } else {
+        Outcome::Denied
+    };
+    if outcome == want {
+        EXIT_OK
+    } else {
+        eprintln!("reading the supervisor's environ: expected {want:?}, got {outcome:?}");
+        EXIT_WRONG
+    }
+}
+
+/// Asks the agent to seal this process while a second thread exists: must be refused, and
+/// the process must still be outside any domain afterwards.
+fn seal_multithreaded() -> i32 {
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        ready_tx.send(()).expect("ready");
+        let _ = stop_rx.recv();
+    });
+    ready_rx.recv().expect("thread started");
+    let result = client().post::<_, SealSelfResponse>(PATH_SEAL_SELF, &SealSelfRequest::default());
+    drop(stop_tx);
+    thread.join().expect("thread");
+    match result {
+        Err(ClientError::Refused { code, .. }) if code == "multi_threaded" => {}
+        other => {
+            eprintln!("sealing a 2-thread process: expected refusal multi_threaded, got {other:?}");
+            return EXIT_WRONG;
+        }
+    }
+    match whoami() {
+        Ok(None) => EXIT_OK,
+        other => {
+            eprintln!("after the refused seal the process is in {other:?}, expected no domain");
+            EXIT_WRONG
+        }
+    }
+}
+
+/// Run sealed: a second seal must be refused and leave the domain unchanged.
+fn reseal() -> i32 {
+    let before = own_domain();
+    match client().post::<_, SealSelfResponse>(PATH_SEAL_SELF, &SealSelfRequest::default()) {
+        Err(ClientError::Refused { code, .. }) if code == "already_in_domain" => {}
+        other => {
+            eprintln!("second seal: expected refusal already_in_domain, got {other:?}");
+            return EXIT_WRONG;
+        }
+    }
+    match whoami() {
+        Ok(Some(after)) if after.to_string() == before => EXIT_OK,
+        other => {
+            eprintln!("after the refused re-seal: domain {other:?}, expected {before}");
+            EXIT_WRONG
+        }
+    }
+}
