@@ -21,7 +21,7 @@ pub struct NodeConfig {
     pub api: ApiSection,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSection {
     /// Minimum level of the agent's own log lines (`RUST_LOG` overrides it).
@@ -38,14 +38,6 @@ pub struct ApiSection {
     /// Permission bits of the socket, as an octal string such as "0666".
     #[serde(default = "default_socket_mode")]
     pub socket_mode: FileMode,
-}
-
-impl Default for AgentSection {
-    fn default() -> Self {
-        Self {
-            log_level: LogLevel::default(),
-        }
-    }
 }
 
 impl Default for ApiSection {

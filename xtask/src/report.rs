@@ -62,17 +62,17 @@ pub fn host_tests() -> anyhow::Result<Tally> {
 
 /// "ok. 12 passed; 0 failed; 0 ignored; ..." -> passed/failed.
 fn parse_summary(summary: &str) -> Tally {
+    // Each ';'-separated part ends in "<count> <word>" ("ok. 12 passed", " 0 failed").
     let count = |word: &str| {
         summary
             .split(';')
-            .filter_map(|part| part.trim().split_once(' '))
-            .find(|(_, name)| *name == word)
-            .and_then(|(n, _)| {
-                n.trim_start_matches("ok. ")
-                    .trim_start_matches("FAILED. ")
-                    .parse()
-                    .ok()
+            .filter_map(|part| {
+                let mut words = part.split_whitespace().rev();
+                let name = words.next()?;
+                let n = words.next()?;
+                (name == word).then(|| n.parse().ok()).flatten()
             })
+            .next()
             .unwrap_or(0)
     };
     Tally {
