@@ -166,29 +166,14 @@ fn inherit(method: &str, sup: &str) -> i32 {
     // SAFETY (for the raw calls below): argv is NUL-terminated and outlives the calls; each
     // child only execs or _exits.
     match method {
-        "fork" => {
-            let child = unsafe { libc::fork() };
-            if child == 0 {
-                unsafe {
-                    libc::execv(argv[0], argv.as_ptr());
-                    libc::_exit(127);
-                }
-            }
-            wait_exit_code(child)
-        }
+        "fork" => exec_in_child_or_wait(i64::from(unsafe { libc::fork() }), &argv),
         "vfork" => {
             // libc deprecates vfork because the compiler does not know it returns twice. The
             // child here only calls execv/_exit with arguments prepared before the call, the
             // one pattern where that is sound; a real vfork is what this test is about.
             #[allow(deprecated)]
             let child = unsafe { libc::vfork() };
-            if child == 0 {
-                unsafe {
-                    libc::execv(argv[0], argv.as_ptr());
-                    libc::_exit(127);
-                }
-            }
-            wait_exit_code(child)
+            exec_in_child_or_wait(i64::from(child), &argv)
         }
         "posix-spawn" => {
             let mut pid = 0;
@@ -235,17 +220,7 @@ fn inherit(method: &str, sup: &str) -> i32 {
                     std::mem::size_of::<CloneArgs>(),
                 )
             };
-            if child == 0 {
-                unsafe {
-                    libc::execv(argv[0], argv.as_ptr());
-                    libc::_exit(127);
-                }
-            }
-            if child < 0 {
-                eprintln!("clone3: {}", std::io::Error::last_os_error());
-                return EXIT_WRONG;
-            }
-            wait_exit_code(child as i32)
+            exec_in_child_or_wait(child, &argv)
         }
         "thread" => {
             // A new thread is a new task: it must carry the domain on its own.
@@ -268,6 +243,22 @@ fn inherit(method: &str, sup: &str) -> i32 {
             2
         }
     }
+}
+
+/// Run right after fork/vfork/clone3: the child (0) execs the check, the parent waits for it.
+fn exec_in_child_or_wait(child: i64, argv: &[*const libc::c_char]) -> i32 {
+    if child == 0 {
+        // SAFETY: argv is NUL-terminated; the child only execs or _exits.
+        unsafe {
+            libc::execv(argv[0], argv.as_ptr());
+            libc::_exit(127);
+        }
+    }
+    if child < 0 {
+        eprintln!("creating the child: {}", std::io::Error::last_os_error());
+        return EXIT_WRONG;
+    }
+    wait_exit_code(child as i32)
 }
 
 /// A daemon: fork, setsid, fork again, the grandchild is reparented to init. It reports its
