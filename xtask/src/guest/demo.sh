@@ -2,7 +2,11 @@
 # A task started with `bulkhead exec` tries to read this supervisor's environment and memory;
 # the same reads from outside a domain succeed.
 set -u
-export DEMO_SECRET="jwt-signing-key-of-the-supervisor"
+# /proc/<pid>/environ shows a process's *initial* environment, so `export` is not enough:
+# re-exec with the secret in it, as a supervisor started with it would have.
+if [ -z "${DEMO_SECRET:-}" ]; then
+    DEMO_SECRET="jwt-signing-key-of-the-supervisor" exec sh "$0"
+fi
 sup=$$
 addr=$(head -n 1 /proc/$sup/maps | cut -d- -f1)
 echo "== bulkhead demo =="
