@@ -11,6 +11,9 @@ use serde::Deserialize;
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/bulkhead/node.toml";
 /// Where the agent listens unless the config says otherwise.
 pub const DEFAULT_SOCKET_PATH: &str = "/run/bulkhead/bulkhead.sock";
+/// The agent's state directory unless the config says otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/bulkhead";
+pub const DEFAULT_RESCAN_INTERVAL_SECS: u64 = 5;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -19,14 +22,132 @@ pub struct NodeConfig {
     pub agent: AgentSection,
     #[serde(default)]
     pub api: ApiSection,
+    #[serde(default)]
+    pub protect: ProtectSection,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSection {
     /// Minimum level of the agent's own log lines (`RUST_LOG` overrides it).
     #[serde(default)]
     pub log_level: LogLevel,
+    /// The agent's own state (and, later, key) directory; always protected.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: AbsolutePath,
+}
+
+impl Default for AgentSection {
+    fn default() -> Self {
+        Self {
+            log_level: LogLevel::default(),
+            state_dir: default_state_dir(),
+        }
+    }
+}
+
+fn default_state_dir() -> AbsolutePath {
+    AbsolutePath(PathBuf::from(DEFAULT_STATE_DIR))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtectSection {
+    /// Files and directories (shell globs allowed) no process in a domain may reach.
+    #[serde(default)]
+    pub paths: Vec<ProtectedPattern>,
+    /// Seconds between full re-resolutions of `paths`.
+    #[serde(default = "default_rescan_interval")]
+    pub rescan_interval_secs: RescanInterval,
+}
+
+impl Default for ProtectSection {
+    fn default() -> Self {
+        Self {
+            paths: Vec::new(),
+            rescan_interval_secs: default_rescan_interval(),
+        }
+    }
+}
+
+fn default_rescan_interval() -> RescanInterval {
+    RescanInterval(DEFAULT_RESCAN_INTERVAL_SECS)
+}
+
+/// Seconds between rescans of the protected paths, 1 to 3600.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u64")]
+pub struct RescanInterval(u64);
+
+impl RescanInterval {
+    pub fn duration(self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.0)
+    }
+}
+
+impl TryFrom<u64> for RescanInterval {
+    type Error = String;
+
+    fn try_from(value: u64) -> Result<Self, Self::Error> {
+        if (1..=3600).contains(&value) {
+            Ok(Self(value))
+        } else {
+            Err(format!(
+                "expected a number of seconds from 1 to 3600, got {value}"
+            ))
+        }
+    }
+}
+
+/// An absolute path or shell glob naming protected files or directories.
+///
+/// Refused: relative paths, `..`, invalid glob syntax, and patterns so broad they would lock
+/// every task out of the whole filesystem (`/`, or a wildcard in the first component).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ProtectedPattern(String);
+
+impl ProtectedPattern {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ProtectedPattern {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        let path = Path::new(&value);
+        if !path.is_absolute() {
+            return Err(format!("expected an absolute path or glob, got {value:?}"));
+        }
+        if path
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+        {
+            return Err(format!("expected a path without `..`, got {value:?}"));
+        }
+        let first = path
+            .components()
+            .nth(1)
+            .map(|c| c.as_os_str().to_string_lossy().into_owned());
+        match first {
+            None => {
+                return Err(
+                    "refusing to protect `/`: no task could use the filesystem at all".to_owned(),
+                );
+            }
+            Some(first) if first.contains(['*', '?', '[']) => {
+                return Err(format!(
+                    "refusing {value:?}: a wildcard in the first path component would protect \
+                     top-level system directories"
+                ));
+            }
+            Some(_) => {}
+        }
+        glob::Pattern::new(&value).map_err(|err| format!("invalid glob {value:?}: {err}"))?;
+        Ok(Self(value))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -192,6 +313,15 @@ mod tests {
         );
         assert_eq!(config.api.socket_mode.bits(), 0o666);
         assert_eq!(config.agent.log_level, LogLevel::Info);
+        assert_eq!(
+            config.agent.state_dir.as_path(),
+            Path::new(DEFAULT_STATE_DIR)
+        );
+        assert!(config.protect.paths.is_empty());
+        assert_eq!(
+            config.protect.rescan_interval_secs.duration().as_secs(),
+            DEFAULT_RESCAN_INTERVAL_SECS
+        );
     }
 
     #[test]
@@ -257,6 +387,41 @@ mod tests {
     fn bad_log_level_lists_the_choices() {
         let err = NodeConfig::parse("[agent]\nlog_level = \"loud\"\n").unwrap_err();
         assert!(err.contains("line 2") && err.contains("debug"), "{err}");
+    }
+
+    #[test]
+    fn protected_patterns_are_validated() {
+        for (bad, why) in [
+            ("\"etc/airflow\"", "absolute"),
+            ("\"/etc/../root\"", "without `..`"),
+            ("\"/\"", "refusing to protect `/`"),
+            ("\"/*\"", "first path component"),
+            ("\"/e?c/x\"", "first path component"),
+            ("\"/etc/[abc\"", "invalid glob"),
+            ("17", "string"),
+        ] {
+            let err = NodeConfig::parse(&format!("[protect]\npaths = [\"/etc/ok\", {bad}]\n"))
+                .unwrap_err();
+            assert!(err.contains("line 2"), "{bad}: {err}");
+            assert!(err.contains(why), "{bad}: expected {why:?} in {err}");
+        }
+        let config = NodeConfig::parse(
+            "[protect]\npaths = [\"/etc/airflow/airflow.cfg\", \"/srv/keys/*.pem\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.protect.paths.len(), 2);
+        assert_eq!(config.protect.paths[1].as_str(), "/srv/keys/*.pem");
+    }
+
+    #[test]
+    fn rescan_interval_is_bounded() {
+        for bad in ["0", "3601", "-1", "\"5\""] {
+            let err = NodeConfig::parse(&format!("[protect]\nrescan_interval_secs = {bad}\n"))
+                .unwrap_err();
+            assert!(err.contains("line 2"), "{bad}: {err}");
+        }
+        let config = NodeConfig::parse("[protect]\nrescan_interval_secs = 60\n").unwrap();
+        assert_eq!(config.protect.rescan_interval_secs.duration().as_secs(), 60);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `bulkhead run`: check the host, load enforcement, serve the local API until told to stop.
 
-use std::sync::Arc;
+use std::{path::Path, sync::Arc};
 
 use anyhow::Context;
 use tokio::io::{Interest, unix::AsyncFd};
@@ -14,6 +14,7 @@ use crate::{
     domains::Domains,
     enforce::Enforcement,
     preflight,
+    protect::{Protector, watch},
 };
 
 pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
@@ -21,8 +22,30 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         .check()
         .context("this host cannot enforce bulkhead domains")?;
 
-    let (mut enforcement, task_domains) = Enforcement::load()?;
+    let (mut enforcement, maps) = Enforcement::load()?;
     tracing::info!(hooks = ?enforcement.hooks, "LSM programs loaded and attached");
+
+    prepare_state_dir(config.agent.state_dir.as_path())?;
+    let mut protector =
+        Protector::new(protected_patterns(&config), Box::new(maps.protected_inodes));
+    let report = protector
+        .scan()
+        .context("marking the protected files; the agent does not run with partial protection")?;
+    for pattern in &report.unmatched {
+        tracing::warn!(
+            pattern,
+            "protected path matches nothing yet; it will be marked when it appears"
+        );
+    }
+    tracing::info!(
+        inodes = report.inodes,
+        rescan_secs = config.protect.rescan_interval_secs.duration().as_secs(),
+        "protected files marked"
+    );
+    tokio::spawn(watch::keep_marked(
+        protector,
+        config.protect.rescan_interval_secs.duration(),
+    ));
 
     if let Some(logger) = enforcement.kernel_log.take() {
         forward_kernel_log(logger)?;
@@ -33,7 +56,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let _socket = SocketGuard(socket_path.to_owned());
 
     let state = Arc::new(AppState {
-        domains: Domains::new(Box::new(task_domains)),
+        domains: Domains::new(Box::new(maps.task_domains)),
         hooks: enforcement.hooks.clone(),
     });
     tracing::info!(
@@ -49,6 +72,35 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             tracing::warn!(signal, "shutting down; enforcement stops with the agent (programs are not pinned yet)");
             Ok(())
         }
+    }
+}
+
+/// The configured protected paths, plus the agent's own state directory, always.
+fn protected_patterns(config: &NodeConfig) -> Vec<String> {
+    let state_dir = config.agent.state_dir.as_path().to_string_lossy();
+    std::iter::once(glob::Pattern::escape(&state_dir))
+        .chain(config.protect.paths.iter().map(|p| p.as_str().to_owned()))
+        .collect()
+}
+
+/// Creates the state directory (0700, root) if missing; refuses a non-directory there.
+fn prepare_state_dir(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => anyhow::bail!("state_dir {} exists but is not a directory", path.display()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            // Parents get the usual mode; only the state directory itself is private.
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(path)
+                .with_context(|| format!("creating state_dir {}", path.display()))
+        }
+        Err(err) => Err(err).with_context(|| format!("checking state_dir {}", path.display())),
     }
 }
 

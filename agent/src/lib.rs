@@ -9,3 +9,4 @@ pub mod enforce;
 pub mod exec;
 pub mod peer;
 pub mod preflight;
+pub mod protect;

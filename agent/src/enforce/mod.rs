@@ -1,16 +1,31 @@
 //! Loads bulkhead's eBPF LSM programs into the kernel and attaches them.
 
+pub mod inode_marks;
+pub mod kernel_layout;
+pub mod local_storage;
+pub mod object_patch;
 pub mod task_storage;
 
 use anyhow::{Context, anyhow};
-use aya::{Btf, Ebpf, EbpfLoader, maps::Map, programs::Lsm};
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    maps::{Map, MapFd},
+    programs::Lsm,
+};
 use aya_log::EbpfLogger;
-use bulkhead_common::{LSM_PROGRAMS, TASK_DOMAIN_MAP};
+use bulkhead_common::{
+    FILE_F_OWNER_IS_POINTER_GLOBAL, FILE_F_OWNER_OFFSET_GLOBAL, LSM_PROGRAMS, PROTECTED_INODE_MAP,
+    TASK_DOMAIN_MAP,
+};
 
+use inode_marks::ProtectedInodeMap;
+use kernel_layout::KernelLayout;
+use object_patch::AlignedObject;
 use task_storage::TaskDomainMap;
 
 /// The compiled eBPF object, built from ebpf/programs by agent/build.rs.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bulkhead-ebpf"));
+pub(crate) static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bulkhead-ebpf"));
 
 /// Loaded and attached programs. Enforcement lasts as long as this value: dropping it detaches
 /// every hook.
@@ -20,14 +35,35 @@ pub struct Enforcement {
     pub kernel_log: Option<EbpfLogger<&'static dyn log::Log>>,
 }
 
+/// The maps the rest of the agent writes to.
+pub struct EnforcementMaps {
+    pub task_domains: TaskDomainMap,
+    pub protected_inodes: ProtectedInodeMap,
+}
+
 impl Enforcement {
-    /// Loads and attaches every program; also returns the handle on the domain map.
-    pub fn load() -> anyhow::Result<(Self, TaskDomainMap)> {
+    /// Loads and attaches every program; also returns handles on the maps the agent writes.
+    pub fn load() -> anyhow::Result<(Self, EnforcementMaps)> {
         let btf = Btf::from_sys_fs().context("reading kernel BTF from /sys/kernel/btf/vmlinux")?;
+        let layout = KernelLayout::from_kernel()?;
+        tracing::debug!(?layout, "kernel struct layout from BTF");
+        let mut object = AlignedObject::new(EBPF_OBJECT);
+        object.patch_dentry_inode_offset(layout.dentry_d_inode)?;
+
         let mut ebpf = EbpfLoader::new()
-            // TASK_DOMAIN is a task-storage map, which aya 0.14 creates but does not wrap.
+            // The task-storage map, which aya 0.14 creates but does not wrap.
             .allow_unsupported_maps()
-            .load(EBPF_OBJECT)
+            .override_global(
+                FILE_F_OWNER_OFFSET_GLOBAL,
+                &layout.file_f_owner.offset,
+                true,
+            )
+            .override_global(
+                FILE_F_OWNER_IS_POINTER_GLOBAL,
+                &u64::from(layout.file_f_owner.is_pointer),
+                true,
+            )
+            .load(object.bytes())
             .context("loading the eBPF object into the kernel")?;
 
         // Kernel-side debug lines are optional: enforcement does not depend on them.
@@ -39,18 +75,16 @@ impl Enforcement {
             }
         };
 
-        let task_domains = match ebpf.map(TASK_DOMAIN_MAP) {
-            Some(Map::Unsupported(data)) => TaskDomainMap::new(
-                data.info()
-                    .and_then(|info| info.fd())
-                    .context("opening the task-storage map")?,
+        let maps = EnforcementMaps {
+            task_domains: TaskDomainMap::new(local_storage_map(&ebpf, TASK_DOMAIN_MAP)?),
+            protected_inodes: ProtectedInodeMap::new(
+                ebpf.take_map(PROTECTED_INODE_MAP)
+                    .ok_or_else(|| {
+                        anyhow!("map {PROTECTED_INODE_MAP} missing from the eBPF object")
+                    })?
+                    .try_into()
+                    .with_context(|| format!("map {PROTECTED_INODE_MAP} is not inode storage"))?,
             ),
-            Some(_) => return Err(anyhow!("map {TASK_DOMAIN_MAP} has an unexpected type")),
-            None => {
-                return Err(anyhow!(
-                    "map {TASK_DOMAIN_MAP} missing from the eBPF object"
-                ));
-            }
         };
 
         // In LSM_PROGRAMS order: task_alloc first, so domains are inherited before any
@@ -76,6 +110,18 @@ impl Enforcement {
             hooks,
             kernel_log,
         };
-        Ok((enforcement, task_domains))
+        Ok((enforcement, maps))
+    }
+}
+
+/// A fresh fd on the task-storage map of the loaded object.
+fn local_storage_map(ebpf: &Ebpf, name: &str) -> anyhow::Result<MapFd> {
+    match ebpf.map(name) {
+        Some(Map::Unsupported(data)) => data
+            .info()
+            .and_then(|info| info.fd())
+            .with_context(|| format!("opening the local-storage map {name}")),
+        Some(_) => Err(anyhow!("map {name} has an unexpected type")),
+        None => Err(anyhow!("map {name} missing from the eBPF object")),
     }
 }

@@ -4,51 +4,19 @@
 //! holds, so the programs never read a struct field at a compiled-in offset and never key
 //! anything by PID (which the kernel recycles).
 
-use core::{ffi::c_void, ptr};
+use core::ptr;
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE, bpf_map_type, task_struct},
+    bindings::{BPF_LOCAL_STORAGE_GET_F_CREATE, task_struct},
     helpers::generated::{bpf_get_current_task_btf, bpf_task_storage_get},
 };
 use bulkhead_common::{DomainId, NO_DOMAIN};
 
-/// BTF definition of a BPF_MAP_TYPE_TASK_STORAGE map (aya-ebpf 0.2 ships none).
-///
-/// The loader reads the map's attributes from the *types* of these fields, the libbpf
-/// convention for BTF-defined maps; the pointers themselves are never dereferenced.
-#[repr(C)]
-pub struct TaskStorage {
-    r#type: *const [i32; bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE as usize],
-    key: *const i32,
-    value: *const DomainId,
-    // Local storage maps have no fixed size and must not be preallocated.
-    max_entries: *const [i32; 0],
-    map_flags: *const [i32; BPF_F_NO_PREALLOC as usize],
-}
-
-// SAFETY: the struct only carries type information for the loader; no code reads or writes
-// through its fields, so sharing it between CPUs is sound.
-unsafe impl Sync for TaskStorage {}
-
-impl TaskStorage {
-    pub const fn new() -> Self {
-        Self {
-            r#type: ptr::null(),
-            key: ptr::null(),
-            value: ptr::null(),
-            max_entries: ptr::null(),
-            map_flags: ptr::null(),
-        }
-    }
-
-    fn as_map_ptr(&'static self) -> *mut c_void {
-        ptr::from_ref(self).cast_mut().cast()
-    }
-}
+use crate::local_storage::{LocalStorage, TASK_STORAGE};
 
 #[unsafe(link_section = ".maps")]
 #[unsafe(export_name = "TASK_DOMAIN")]
-static TASK_DOMAIN: TaskStorage = TaskStorage::new();
+static TASK_DOMAIN: LocalStorage<DomainId, TASK_STORAGE> = LocalStorage::new();
 
 /// The domain of `task`, or [`NO_DOMAIN`] when it is outside every domain.
 ///

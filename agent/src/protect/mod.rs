@@ -1,0 +1,26 @@
+//! Protected files: turning the node's configured paths into marked inodes, and keeping the
+//! marks on the right inodes as files are replaced.
+//!
+//! The kernel side only ever sees inodes (ebpf/programs/src/files.rs). Paths are resolved here,
+//! in the agent: at start, whenever a watched directory changes, and on a fixed interval, so an
+//! inode that appears under a protected name (a config tool's write-and-rename, a key file
+//! created after the agent started) is marked within a bounded time.
+
+mod scan;
+pub mod watch;
+
+use std::{io, os::fd::BorrowedFd};
+
+pub use scan::{Protector, ScanReport};
+
+/// Where marks go: the kernel's inode-storage map in the agent, a recorder in tests.
+pub trait InodeMarker: Send {
+    fn protect(&mut self, inode: BorrowedFd<'_>) -> io::Result<()>;
+}
+
+impl InodeMarker for crate::enforce::inode_marks::ProtectedInodeMap {
+    fn protect(&mut self, inode: BorrowedFd<'_>) -> io::Result<()> {
+        crate::enforce::inode_marks::ProtectedInodeMap::protect(self, inode)
+            .map_err(io::Error::other)
+    }
+}

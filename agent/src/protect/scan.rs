@@ -1,0 +1,300 @@
+//! One pass over the protected paths: expand globs, open each match without reading it, and
+//! mark its inode (and, for a directory, every inode below it).
+
+use std::{
+    collections::HashSet,
+    fs::File,
+    os::{
+        fd::AsFd,
+        unix::fs::{MetadataExt, OpenOptionsExt},
+    },
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, bail};
+
+use super::InodeMarker;
+
+/// More inodes than this below the protected paths is almost certainly a misconfiguration
+/// (protecting a whole tree of data rather than secrets); the scan stops with an error.
+pub const MAX_PROTECTED_INODES: usize = 100_000;
+
+/// A device and inode number: identifies a marked inode for change reporting only (the marks
+/// themselves live on the inodes, in the kernel).
+type InodeId = (u64, u64);
+
+pub struct Protector {
+    patterns: Vec<String>,
+    marker: Box<dyn InodeMarker>,
+    marked: HashSet<InodeId>,
+}
+
+#[derive(Debug, Default)]
+pub struct ScanReport {
+    /// Inodes marked in this pass.
+    pub inodes: usize,
+    /// Paths whose inode was not marked before this pass (first scan: all of them).
+    pub newly_marked: Vec<PathBuf>,
+    /// Patterns that matched nothing this time.
+    pub unmatched: Vec<String>,
+}
+
+impl Protector {
+    /// `patterns` are absolute paths or globs, already validated by the config parser.
+    pub fn new(patterns: Vec<String>, marker: Box<dyn InodeMarker>) -> Self {
+        Self {
+            patterns,
+            marker,
+            marked: HashSet::new(),
+        }
+    }
+
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+
+    /// Marks every inode the patterns name now. An error means a mark could not be written
+    /// (or the limit was hit): protection is then incomplete and the caller must say so.
+    ///
+    /// Every inode is marked again on every pass, even one seen before: an inode number can be
+    /// reused by a new file after the old one is deleted, and re-marking is idempotent.
+    pub fn scan(&mut self) -> anyhow::Result<ScanReport> {
+        let previously = std::mem::take(&mut self.marked);
+        let mut pass = Pass {
+            marker: &mut *self.marker,
+            previously: &previously,
+            seen: HashSet::new(),
+            report: ScanReport::default(),
+        };
+        for pattern in &self.patterns {
+            let paths = glob::glob(pattern).with_context(|| format!("expanding {pattern}"))?;
+            let mut matched = false;
+            // Entries that cannot be read while expanding are skipped: the agent runs as root,
+            // so this only happens on special filesystems.
+            for path in paths.flatten() {
+                matched |= pass.mark_tree(&path)?;
+            }
+            if !matched {
+                pass.report.unmatched.push(pattern.clone());
+            }
+        }
+        let Pass {
+            seen, mut report, ..
+        } = pass;
+        report.inodes = seen.len();
+        self.marked = seen;
+        Ok(report)
+    }
+}
+
+struct Pass<'a> {
+    marker: &'a mut dyn InodeMarker,
+    previously: &'a HashSet<InodeId>,
+    seen: HashSet<InodeId>,
+    report: ScanReport,
+}
+
+impl Pass<'_> {
+    /// Marks `root` (following a symlink there, as any path walk would) and, if it is a
+    /// directory, everything below it without following symlinks. Returns whether `root` existed.
+    fn mark_tree(&mut self, root: &Path) -> anyhow::Result<bool> {
+        let Some(is_dir) = self.mark_path(root, true)? else {
+            return Ok(false);
+        };
+        if is_dir {
+            for entry in walkdir::WalkDir::new(root).min_depth(1).follow_links(false) {
+                let Ok(entry) = entry else { continue };
+                self.mark_path(entry.path(), false)?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Opens `path` with O_PATH (no read access needed, works on any file type) and marks the
+    /// inode. `None` when the path vanished in the meantime; otherwise whether it is a directory.
+    fn mark_path(&mut self, path: &Path, follow: bool) -> anyhow::Result<Option<bool>> {
+        let mut flags = libc::O_PATH | libc::O_CLOEXEC;
+        if !follow {
+            flags |= libc::O_NOFOLLOW;
+        }
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(flags)
+            .open(path)
+        {
+            Ok(file) => file,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(err).with_context(|| format!("opening {}", path.display())),
+        };
+        let meta = File::metadata(&file).with_context(|| format!("stat {}", path.display()))?;
+        let id = (meta.dev(), meta.ino());
+        if self.seen.insert(id) {
+            if self.seen.len() > MAX_PROTECTED_INODES {
+                bail!(
+                    "more than {MAX_PROTECTED_INODES} inodes below the protected paths (at {}); \
+                 protect the secrets, not whole data trees",
+                    path.display()
+                );
+            }
+            self.marker
+                .protect(file.as_fd())
+                .with_context(|| format!("marking {} protected in the kernel", path.display()))?;
+            if !self.previously.contains(&id) {
+                self.report.newly_marked.push(path.to_owned());
+            }
+        }
+        Ok(Some(meta.is_dir()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io,
+        os::fd::BorrowedFd,
+        sync::{Arc, Mutex},
+    };
+
+    use super::*;
+
+    /// Records the (device, inode) of every mark; optionally fails like a full kernel map.
+    #[derive(Clone, Default)]
+    struct Recorder {
+        marks: Arc<Mutex<Vec<InodeId>>>,
+        fail: bool,
+    }
+
+    impl InodeMarker for Recorder {
+        fn protect(&mut self, inode: BorrowedFd<'_>) -> io::Result<()> {
+            if self.fail {
+                return Err(io::Error::from_raw_os_error(libc::ENOMEM));
+            }
+            let meta = nix::sys::stat::fstat(inode)?;
+            self.marks.lock().unwrap().push((meta.st_dev, meta.st_ino));
+            Ok(())
+        }
+    }
+
+    impl Recorder {
+        fn marked(&self, path: &Path) -> bool {
+            let meta = std::fs::symlink_metadata(path).unwrap();
+            self.marks
+                .lock()
+                .unwrap()
+                .contains(&(meta.dev(), meta.ino()))
+        }
+    }
+
+    fn protector(patterns: &[String]) -> (Protector, Recorder) {
+        let recorder = Recorder::default();
+        (
+            Protector::new(patterns.to_vec(), Box::new(recorder.clone())),
+            recorder,
+        )
+    }
+
+    #[test]
+    fn marks_files_globs_and_whole_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("airflow.cfg"), "jwt_secret = x").unwrap();
+        std::fs::write(root.join("public.txt"), "not secret").unwrap();
+        std::fs::create_dir_all(root.join("keys/old")).unwrap();
+        std::fs::write(root.join("keys/a.pem"), "k").unwrap();
+        std::fs::write(root.join("keys/old/b.pem"), "k").unwrap();
+        std::fs::write(root.join("c.pem"), "k").unwrap();
+        let (mut protector, recorder) = protector(&[
+            format!("{}/airflow.cfg", root.display()),
+            format!("{}/keys", root.display()),
+            format!("{}/*.pem", root.display()),
+            format!("{}/absent.cfg", root.display()),
+        ]);
+        let report = protector.scan().unwrap();
+        for path in [
+            "airflow.cfg",
+            "keys",
+            "keys/a.pem",
+            "keys/old",
+            "keys/old/b.pem",
+            "c.pem",
+        ] {
+            assert!(recorder.marked(&root.join(path)), "{path} not marked");
+        }
+        assert!(!recorder.marked(&root.join("public.txt")));
+        assert!(
+            !recorder.marked(root),
+            "the parent directory must stay usable"
+        );
+        assert_eq!(report.inodes, 6);
+        assert_eq!(report.newly_marked.len(), 6);
+        assert_eq!(report.unmatched, [format!("{}/absent.cfg", root.display())]);
+    }
+
+    #[test]
+    fn a_replaced_file_is_reported_and_marked_on_the_next_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("airflow.cfg");
+        std::fs::write(&cfg, "v1").unwrap();
+        let (mut protector, recorder) = protector(&[cfg.display().to_string()]);
+        protector.scan().unwrap();
+        let again = protector.scan().unwrap();
+        assert!(again.newly_marked.is_empty(), "{:?}", again.newly_marked);
+
+        // What editors and config tools do: write a new file, rename it over the old one.
+        let tmp = dir.path().join("airflow.cfg.tmp");
+        std::fs::write(&tmp, "v2").unwrap();
+        std::fs::rename(&tmp, &cfg).unwrap();
+        assert!(
+            !recorder.marked(&cfg),
+            "new inode cannot be marked before a scan"
+        );
+        let report = protector.scan().unwrap();
+        assert!(recorder.marked(&cfg));
+        assert_eq!(report.newly_marked, [cfg]);
+    }
+
+    #[test]
+    fn symlinks_are_followed_at_the_named_path_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("secrets")).unwrap();
+        std::fs::write(root.join("target.cfg"), "x").unwrap();
+        std::fs::write(root.join("elsewhere.txt"), "x").unwrap();
+        std::os::unix::fs::symlink(root.join("target.cfg"), root.join("link.cfg")).unwrap();
+        std::os::unix::fs::symlink(root.join("elsewhere.txt"), root.join("secrets/ln")).unwrap();
+        let (mut protector, recorder) = protector(&[
+            format!("{}/link.cfg", root.display()),
+            format!("{}/secrets", root.display()),
+        ]);
+        protector.scan().unwrap();
+        assert!(
+            recorder.marked(&root.join("target.cfg")),
+            "named symlink is followed"
+        );
+        assert!(
+            recorder.marked(&root.join("secrets/ln")),
+            "the link inode itself"
+        );
+        assert!(
+            !recorder.marked(&root.join("elsewhere.txt")),
+            "links inside a protected directory must not extend protection elsewhere"
+        );
+    }
+
+    #[test]
+    fn a_mark_the_kernel_refuses_fails_the_scan_naming_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("airflow.cfg");
+        std::fs::write(&cfg, "x").unwrap();
+        let recorder = Recorder {
+            fail: true,
+            ..Recorder::default()
+        };
+        let mut protector = Protector::new(vec![cfg.display().to_string()], Box::new(recorder));
+        let err = format!("{:#}", protector.scan().unwrap_err());
+        assert!(
+            err.contains("airflow.cfg") && err.contains("marking"),
+            "{err}"
+        );
+    }
+}

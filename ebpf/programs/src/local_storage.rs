@@ -1,0 +1,47 @@
+//! BTF definitions of BPF local-storage maps (task and inode storage).
+//!
+//! aya-ebpf 0.2 ships no wrapper for either map type, so they are declared here the way libbpf
+//! declares BTF-defined maps: the loader reads each attribute from the *type* of a pointer field
+//! (an array's length encodes the number). The pointers are never dereferenced.
+//!
+//! Local storage is keyed by the kernel object itself (a `task_struct` or an `inode` the hook
+//! already holds) and is freed with it, so nothing is keyed by a recyclable number (PID, inode
+//! number) and no struct field is read at a compiled-in offset.
+
+use core::{ffi::c_void, ptr};
+
+use aya_ebpf::bindings::{BPF_F_NO_PREALLOC, bpf_map_type};
+
+pub const TASK_STORAGE: usize = bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE as usize;
+pub const INODE_STORAGE: usize = bpf_map_type::BPF_MAP_TYPE_INODE_STORAGE as usize;
+
+#[repr(C)]
+pub struct LocalStorage<V, const MAP_TYPE: usize> {
+    r#type: *const [i32; MAP_TYPE],
+    key: *const i32,
+    value: *const V,
+    // Local storage maps have no fixed size and must not be preallocated.
+    max_entries: *const [i32; 0],
+    map_flags: *const [i32; BPF_F_NO_PREALLOC as usize],
+}
+
+// SAFETY: the struct only carries type information for the loader; no code reads or writes
+// through its fields, so sharing it between CPUs is sound.
+unsafe impl<V, const MAP_TYPE: usize> Sync for LocalStorage<V, MAP_TYPE> {}
+
+impl<V, const MAP_TYPE: usize> LocalStorage<V, MAP_TYPE> {
+    pub const fn new() -> Self {
+        Self {
+            r#type: ptr::null(),
+            key: ptr::null(),
+            value: ptr::null(),
+            max_entries: ptr::null(),
+            map_flags: ptr::null(),
+        }
+    }
+
+    /// The map argument the local-storage helpers expect.
+    pub fn as_map_ptr(&'static self) -> *mut c_void {
+        ptr::from_ref(self).cast_mut().cast()
+    }
+}

@@ -1,0 +1,123 @@
+//! SIGIO and SIGURG: signals the kernel sends on a task's behalf to the owner it set on a file.
+//! See file_owner.rs for why the setter's domain is recorded.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{macros::lsm, programs::LsmContext};
+use aya_log_ebpf::info;
+use bulkhead_common::NO_DOMAIN;
+
+use crate::{
+    ENOMEM, EPERM, file_owner,
+    kernel_layout::file_owner_key,
+    may_reach,
+    task_domain::{current_domain, domain_of},
+};
+
+// fcntl commands and ioctl requests that (may) set a file's owner; uapi values, stable ABI.
+const F_SETFL: u32 = 4;
+const F_SETOWN: u32 = 8;
+const F_SETOWN_EX: u32 = 15;
+const F_SETLEASE: u32 = 1024;
+const F_NOTIFY: u32 = 1026;
+const O_ASYNC: u64 = 0o20000;
+const FIOSETOWN: u32 = 0x8901;
+const SIOCSPGRP: u32 = 0x8902;
+const FIOASYNC: u32 = 0x5452;
+
+/// Reserves the file-owner record before a task in a domain sets an owner, so the setter is
+/// always known when a signal is later sent (or the call fails).
+#[inline(always)]
+fn reserve_owner_record(ctx: &LsmContext, file: *const c_void, previous: i32) -> i32 {
+    if previous != 0 {
+        return previous;
+    }
+    let domain = current_domain();
+    if domain == NO_DOMAIN {
+        return 0;
+    }
+    let key = file_owner_key(file);
+    if key != 0 && file_owner::record(key, domain) {
+        return 0;
+    }
+    info!(
+        ctx,
+        "bulkhead: file owner not recorded for domain {}, refusing", domain
+    );
+    -ENOMEM
+}
+
+#[lsm(hook = "file_fcntl")]
+pub fn file_fcntl(ctx: LsmContext) -> i32 {
+    // file_fcntl(struct file *file, unsigned int cmd, unsigned long arg)
+    let cmd: u32 = ctx.arg(1);
+    let arg: u64 = ctx.arg(2);
+    let sets_owner = matches!(cmd, F_SETOWN | F_SETOWN_EX | F_SETLEASE | F_NOTIFY)
+        || (cmd == F_SETFL && arg & O_ASYNC != 0);
+    if !sets_owner {
+        return ctx.arg(3);
+    }
+    reserve_owner_record(&ctx, ctx.arg(0), ctx.arg(3))
+}
+
+#[lsm(hook = "file_ioctl")]
+pub fn file_ioctl(ctx: LsmContext) -> i32 {
+    // file_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
+    let cmd: u32 = ctx.arg(1);
+    if !matches!(cmd, FIOSETOWN | SIOCSPGRP | FIOASYNC) {
+        return ctx.arg(3);
+    }
+    reserve_owner_record(&ctx, ctx.arg(0), ctx.arg(3))
+}
+
+/// The kernel is setting the owner now, in the setter's context.
+#[lsm(hook = "file_set_fowner")]
+pub fn file_set_fowner(ctx: LsmContext) -> i32 {
+    // void file_set_fowner(struct file *file)
+    let key = file_owner_key(ctx.arg(0));
+    if key == 0 {
+        return 0;
+    }
+    let domain = current_domain();
+    if domain == NO_DOMAIN {
+        file_owner::forget(key);
+    } else {
+        // Normally reserved already by file_fcntl/file_ioctl; this covers any other path.
+        let _ = file_owner::record(key, domain);
+    }
+    0
+}
+
+#[lsm(hook = "file_free_security")]
+pub fn file_free_security(ctx: LsmContext) -> i32 {
+    // void file_free_security(struct file *file): a later file at this address must not
+    // inherit the record.
+    let key = file_owner_key(ctx.arg(0));
+    if key != 0 {
+        file_owner::forget(key);
+    }
+    0
+}
+
+#[lsm(hook = "file_send_sigiotask")]
+pub fn file_send_sigiotask(ctx: LsmContext) -> i32 {
+    // file_send_sigiotask(struct task_struct *tsk, struct fown_struct *fown, int sig)
+    let previous: i32 = ctx.arg(3);
+    if previous != 0 {
+        return previous;
+    }
+    let fown: u64 = ctx.arg(1);
+    let setter = file_owner::setter_domain(fown);
+    if setter == NO_DOMAIN {
+        return 0;
+    }
+    let target = domain_of(ctx.arg(0));
+    if may_reach(setter, target) {
+        return 0;
+    }
+    info!(
+        &ctx,
+        "bulkhead: file_send_sigiotask denied, domain {} -> {}", setter, target
+    );
+    -EPERM
+}
