@@ -91,7 +91,7 @@ pub struct Target {
     pub env_marker: String,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Allowed,
     Denied,

@@ -8,7 +8,10 @@ use bulkhead::api::{
     wire::{PATH_SEAL_SELF, PATH_WHOAMI, SealSelfRequest, SealSelfResponse, WhoamiResponse},
 };
 
-use crate::access::{self, Access, Outcome, Target, cstring};
+use crate::{
+    access::{self, Access, Outcome, Target, cstring},
+    file_access, kernel_access, signal_access,
+};
 
 /// Bytes every process of this binary holds at a known address, for memory-read checks.
 #[used]
@@ -33,6 +36,16 @@ pub fn main(args: &[String]) -> i32 {
         ["inherited-check", sup, expected] => inherited_check(sup, expected),
         ["seal-multithreaded"] => seal_multithreaded(),
         ["reseal"] => reseal(),
+        ["file", op, args @ ..] => report(file_access::attempt(op, args)),
+        ["poll-denied", path, timeout_ms] => poll_denied(path, timeout_ms),
+        ["signal", op, pid] => report(signal_access::attempt(op, pid.parse().expect("pid"))),
+        ["same-domain-signal", op] => same_domain_signal(op),
+        ["sigio-target"] => {
+            signal_access::block_sigio_signal();
+            hold()
+        }
+        ["sigchld-parent"] => sigchld_parent(),
+        ["kernel", op] => report(kernel_access::attempt(op)),
         _ => {
             eprintln!("unknown helper invocation: {words:?}");
             2
@@ -405,4 +418,71 @@ fn reseal() -> i32 {
             EXIT_WRONG
         }
     }
+}
+
+/// Reads `path` every few milliseconds until the read is refused; prints how long that took.
+/// For a protected file an administrator has just replaced (new inode, not yet marked).
+fn poll_denied(path: &str, timeout_ms: &str) -> i32 {
+    let timeout = std::time::Duration::from_millis(timeout_ms.parse().expect("milliseconds"));
+    let start = std::time::Instant::now();
+    loop {
+        match file_access::attempt("read", &[path]) {
+            Outcome::Denied => {
+                println!("{}", start.elapsed().as_millis());
+                return EXIT_OK;
+            }
+            Outcome::Allowed if start.elapsed() < timeout => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Outcome::Allowed => {
+                eprintln!("{path} still readable after {timeout:?}");
+                return EXIT_WRONG;
+            }
+            Outcome::Error(err) => {
+                eprintln!("{err}");
+                return report(Outcome::Error(err));
+            }
+        }
+    }
+}
+
+/// Control: a signal to a process of the caller's own domain (its forked child) gets through.
+fn same_domain_signal(op: &str) -> i32 {
+    // The child inherits the blocked mask, so a SIGIO-borne signal stays pending there.
+    signal_access::block_sigio_signal();
+    with_forked_child(|child| report(signal_access::attempt(op, child)))
+}
+
+/// Outside any domain: starts a sealed task that exits at once, and checks SIGCHLD arrives.
+fn sigchld_parent() -> i32 {
+    // SAFETY: a zeroed sigset filled by libc; blocking SIGCHLD so sigtimedwait can take it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    let child = match std::process::Command::new("bulkhead")
+        .args(["exec", "--label", "exits", "--", "true"])
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(err) => return report(Outcome::Error(format!("spawn: {err}"))),
+    };
+    let timeout = libc::timespec {
+        tv_sec: 20,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid set and timeout; no siginfo wanted.
+    let got = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &timeout) };
+    let status = wait_exit_code(child.id() as i32);
+    if got != libc::SIGCHLD {
+        eprintln!("no SIGCHLD within 20 s of the sealed child's exit");
+        return EXIT_WRONG;
+    }
+    if status != 0 {
+        eprintln!("sealed child exited {status}");
+        return EXIT_WRONG;
+    }
+    EXIT_OK
 }

@@ -2,12 +2,20 @@
 //! role of a task supervisor; the agent is already running.
 //!
 //! `bulkhead-vm-suite [FILTER]` runs the suite; `bulkhead-vm-suite helper ...` is how the suite
-//! starts its attacker and target processes (see helper.rs).
+//! starts its attacker and target processes (see helper.rs); `bulkhead-vm-suite prepare`
+//! creates the protected files before the agent starts (fixtures.rs).
 
 mod access;
+mod file_access;
+mod fixtures;
 mod harness;
 mod helper;
+mod kernel_access;
 mod scenarios;
+mod scenarios_files;
+mod scenarios_kernel;
+mod scenarios_signals;
+mod signal_access;
 
 /// In the suite's initial environment (set by the VM's /init) so reading its environ can be
 /// checked for content, not just success.
@@ -21,6 +29,13 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("helper") {
         std::process::exit(helper::main(&args[1..]));
+    }
+    if args.first().map(String::as_str) == Some("prepare") {
+        if let Err(err) = fixtures::prepare() {
+            eprintln!("{err}");
+            std::process::exit(1);
+        }
+        return;
     }
     let filter = args.first().map(String::as_str);
     let failed = scenarios::run(filter);

@@ -40,7 +40,12 @@ fn exe() -> String {
 
 /// Runs `helper ARGS...` either sealed into a fresh domain (through `bulkhead exec`) or
 /// directly outside any domain, and decodes its exit status.
-fn run_helper(sealed: bool, label: &str, args: &[&str], env: &[(&str, &str)]) -> Outcome {
+pub(crate) fn run_helper(
+    sealed: bool,
+    label: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Outcome {
     let exe = exe();
     let mut cmd = if sealed {
         let mut cmd = Command::new("bulkhead");
@@ -67,7 +72,7 @@ fn run_helper(sealed: bool, label: &str, args: &[&str], env: &[(&str, &str)]) ->
     }
 }
 
-fn expect(outcome: Outcome, want: Outcome) -> Result<(), String> {
+pub(crate) fn expect(outcome: Outcome, want: Outcome) -> Result<(), String> {
     if outcome == want {
         Ok(())
     } else {
@@ -90,10 +95,26 @@ fn as_strs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
 }
 
-/// Starts `helper hold` (optionally sealed) and reads back its pid and secret address.
+/// Starts `helper hold` sealed into a fresh domain and reads back its pid and secret address.
 fn start_holder(label: &str) -> Result<(Child, i32, u64), String> {
-    let mut child = Command::new("bulkhead")
-        .args(["exec", "--label", label, "--", &exe(), "helper", "hold"])
+    start_target(Some(label), "hold")
+}
+
+/// Starts a target helper (`hold` or `sigio-target`), sealed into a fresh domain when `label`
+/// is given, else outside any domain, and reads back its pid and secret address. The target
+/// lives until its stdin is closed.
+pub(crate) fn start_target(label: Option<&str>, role: &str) -> Result<(Child, i32, u64), String> {
+    let exe = exe();
+    let mut cmd = match label {
+        Some(label) => {
+            let mut cmd = Command::new("bulkhead");
+            cmd.args(["exec", "--label", label, "--", &exe]);
+            cmd
+        }
+        None => Command::new(&exe),
+    };
+    let mut child = cmd
+        .args(["helper", role])
         .env(
             HOLDER_MARKER.split_once('=').unwrap().0,
             HOLDER_MARKER.split_once('=').unwrap().1,
@@ -278,10 +299,24 @@ pub fn run(filter: Option<&str>) -> usize {
         exec_without_agent_runs_nothing()
     });
 
+    crate::scenarios_signals::add(&mut suite, &targets_for_signals(&targets));
+    crate::scenarios_files::add(&mut suite);
+    crate::scenarios_kernel::add(&mut suite);
+
     let failed = suite.run(filter);
     drop(holder.stdin.take());
     let _ = holder.wait();
     failed
+}
+
+fn targets_for_signals(targets: &[TargetInfo]) -> Vec<(&'static str, i32)> {
+    targets.iter().map(|t| (t.name, t.pid)).collect()
+}
+
+/// Ends a target started by `start_target`.
+pub(crate) fn stop_target(mut child: Child) {
+    drop(child.stdin.take());
+    let _ = child.wait();
 }
 
 /// `bulkhead exec` pointed at a socket nobody serves must not run CMD.

@@ -17,6 +17,9 @@ pub fn target_dir() -> PathBuf {
         .map_or_else(|| workspace_root().join("target"), PathBuf::from)
 }
 
+/// Cargo profile of the binaries that go into the VM (see the workspace Cargo.toml).
+const GUEST_PROFILE: &str = "guest";
+
 /// Builds the agent (with its embedded eBPF object) and the VM suite; returns their paths.
 pub fn build_guest_binaries() -> anyhow::Result<Vec<PathBuf>> {
     run(Command::new(env!("CARGO"))
@@ -28,10 +31,9 @@ pub fn build_guest_binaries() -> anyhow::Result<Vec<PathBuf>> {
             "--package",
             "bulkhead-tests",
             "--bins",
+            "--profile",
+            GUEST_PROFILE,
         ]))?;
-    let debug = target_dir().join("debug");
-    Ok(vec![
-        debug.join("bulkhead"),
-        debug.join("bulkhead-vm-suite"),
-    ])
+    let dir = target_dir().join(GUEST_PROFILE);
+    Ok(vec![dir.join("bulkhead"), dir.join("bulkhead-vm-suite")])
 }

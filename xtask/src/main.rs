@@ -3,7 +3,7 @@
 //! - `setup`: install the toolchain pieces, qemu, busybox and the VM kernel (idempotent)
 //! - `test`: setup if needed, host tests, then the VM enforcement suite
 //! - `vm-test [FILTER]`: only the VM suite
-//! - `vm-run [--include PATH]... [-- COMMAND...]`: the agent in a VM; run COMMAND or the demo
+//! - `vm-run [--config FILE] [--include PATH]... [-- COMMAND...]`: the agent in a VM; run COMMAND or the demo
 
 mod artifacts;
 mod cmd;
@@ -48,6 +48,10 @@ enum Task {
         /// File or directory to make available in the guest as /include/<basename>.
         #[arg(long = "include", value_name = "HOST_PATH")]
         includes: Vec<PathBuf>,
+        /// Node config for the agent in the VM (default: config/node.example.toml). The agent
+        /// validates it there; a bad config shows the agent's error and fails the run.
+        #[arg(long, value_name = "HOST_PATH")]
+        config: Option<PathBuf>,
         #[command(flatten)]
         vm: VmArgs,
         #[arg(last = true, value_name = "COMMAND")]
@@ -96,10 +100,15 @@ fn main() -> ExitCode {
         }),
         Task::VmRun {
             includes,
+            config,
             vm,
             command,
-        } => setup::setup()
-            .and_then(|kernel| vm::run_command(&kernel, &includes, &command, &vm.options())),
+        } => {
+            let config = config.unwrap_or_else(vm::example_node_config);
+            setup::setup().and_then(|kernel| {
+                vm::run_command(&kernel, &config, &includes, &command, &vm.options())
+            })
+        }
     };
     result.unwrap_or_else(|err| {
         eprintln!("xtask: {err:#}");

@@ -5,7 +5,10 @@
 //! `BULKHEAD-GUEST suite-exit=CODE` from /init. Anything short of that (a test that never
 //! reported, a crash, a timeout, a kernel fault) is a failure.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
 use anyhow::Context;
 
@@ -19,8 +22,14 @@ use crate::{
 
 const DEMO: &str = include_str!("guest/demo.sh");
 
-fn node_config() -> PathBuf {
+/// The node config `vm-run` uses unless `--config` names another.
+pub fn example_node_config() -> PathBuf {
     workspace_root().join("config/node.example.toml")
+}
+
+/// The suite's node config: protects the files `bulkhead-vm-suite prepare` creates.
+fn suite_node_config() -> PathBuf {
+    workspace_root().join("tests/vm/node.toml")
 }
 
 pub fn run_suite(
@@ -39,7 +48,7 @@ pub fn run_suite(
         );
     }
     let binaries = build_guest_binaries()?;
-    let config = node_config();
+    let config = suite_node_config();
     let out = target_dir().join("vm/test");
     std::fs::create_dir_all(&out)?;
     let image = initramfs::build(
@@ -71,7 +80,9 @@ pub fn run_suite(
         options,
     }
     .run(|line| {
-        if let Some(rest) = find_marker(line, "BULKHEAD-TEST ") {
+        if let Some(rest) = find_marker(line, "BULKHEAD-NOTE ") {
+            println!("vm note {rest}");
+        } else if let Some(rest) = find_marker(line, "BULKHEAD-TEST ") {
             println!("vm test {rest}");
             if rest.starts_with("ok ") {
                 tally.passed += 1;
@@ -82,7 +93,9 @@ pub fn run_suite(
             planned = n.trim().parse::<usize>().ok();
         } else if let Some(code) = find_marker(line, "BULKHEAD-GUEST suite-exit=") {
             suite_exit = code.trim().parse::<i32>().ok();
-        } else if find_marker(line, "BULKHEAD-GUEST agent-failed").is_some() {
+        } else if find_marker(line, "BULKHEAD-GUEST agent-failed").is_some()
+            || find_marker(line, "BULKHEAD-GUEST prepare-failed").is_some()
+        {
             agent_failed = true;
             println!("{line}");
         } else if line.starts_with("agent| ")
@@ -132,10 +145,12 @@ pub fn run_suite(
 /// domain, prints its output and returns its exit status.
 pub fn run_command(
     kernel: &Kernel,
+    config: &Path,
     includes: &[PathBuf],
     command: &[String],
     options: &VmOptions,
 ) -> anyhow::Result<ExitCode> {
+    std::fs::metadata(config).with_context(|| format!("--config {}", config.display()))?;
     for include in includes {
         std::fs::metadata(include).with_context(|| format!("--include {}", include.display()))?;
     }
@@ -152,13 +167,12 @@ pub fn run_command(
         )
     };
     let binaries = build_guest_binaries()?;
-    let config = node_config();
     let out = target_dir().join("vm/run");
     std::fs::create_dir_all(&out)?;
     let image = initramfs::build(
         &Contents {
             binaries,
-            node_config: &config,
+            node_config: config,
             includes,
             run_script: Some(script),
         },

@@ -23,6 +23,12 @@ finish() {
     poweroff -f
 }
 
+# The suite's protected files must exist before the agent marks them at start.
+if [ "$mode" = test ] && ! bulkhead-vm-suite prepare; then
+    echo "BULKHEAD-GUEST prepare-failed"
+    finish
+fi
+
 BULKHEAD_AGENT_MARKER=agent-env bulkhead run --config /etc/bulkhead/node.toml >/tmp/agent.log 2>&1 &
 agent=$!
 tries=0

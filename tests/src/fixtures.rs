@@ -1,0 +1,107 @@
+//! The files the suite attacks, created by `bulkhead-vm-suite prepare` before the agent starts
+//! (the VM's /init runs it), and protected by tests/vm/node.toml.
+//!
+//! They live on a tmpfs of their own: tmpfs, like the disk filesystems of a real host, asks
+//! the LSM to initialise new inodes, which is how a file created in a protected directory is
+//! marked at once.
+
+use std::{fs, os::unix::fs::PermissionsExt, path::Path};
+
+pub const ROOT: &str = "/srv/bulkhead-test";
+/// The same tmpfs, bind-mounted: a second path to every protected inode.
+pub const BIND: &str = "/srv/bulkhead-bind";
+/// A mount for the umount tests.
+pub const SCRATCH_MOUNT: &str = "/srv/bulkhead-scratch";
+
+pub const SECRET: &str = "/srv/bulkhead-test/secret.cfg";
+pub const SECRET_CONTENT: &str = "jwt_secret = not-for-tasks\n";
+pub const SECRET_EXEC: &str = "/srv/bulkhead-test/secret-exec.sh";
+/// Hard link to SECRET made before the agent marked it.
+pub const HARDLINK: &str = "/srv/bulkhead-test/hardlink.cfg";
+pub const SYMLINK: &str = "/srv/bulkhead-test/symlink.cfg";
+pub const SECRET_VIA_BIND: &str = "/srv/bulkhead-bind/secret.cfg";
+/// Not protected: the domain-side control that file access works at all.
+pub const PUBLIC: &str = "/srv/bulkhead-test/public.cfg";
+pub const PUBLIC_CONTENT: &str = "log_level = info\n";
+pub const KEYS_DIR: &str = "/srv/bulkhead-test/keys";
+pub const KEY_IN_DIR: &str = "/srv/bulkhead-test/keys/sub/a.pem";
+pub const GLOB_MATCH: &str = "/srv/bulkhead-test/glob/x.pem";
+pub const GLOB_OTHER: &str = "/srv/bulkhead-test/glob/readme.txt";
+pub const VICTIMS_DIR: &str = "/srv/bulkhead-test/victims";
+pub const REPLACED: &str = "/srv/bulkhead-test/replaced.cfg";
+
+/// Destructive operations each get their own protected victim, denied first, then done by the
+/// outside-domain control.
+pub fn victim(op: &str) -> String {
+    format!("{VICTIMS_DIR}/{op}.cfg")
+}
+
+pub const VICTIM_OPS: [&str; 9] = [
+    "unlink",
+    "rename",
+    "rename-over",
+    "link",
+    "chmod",
+    "chown",
+    "truncate",
+    "setxattr",
+    "write",
+];
+
+pub fn prepare() -> Result<(), String> {
+    let run = |what: &str, result: std::io::Result<()>| {
+        result.map_err(|err| format!("prepare: {what}: {err}"))
+    };
+    for dir in [ROOT, BIND, SCRATCH_MOUNT] {
+        run(dir, fs::create_dir_all(dir))?;
+    }
+    mount("tmpfs", ROOT, Some("tmpfs"), libc::MS_NOSUID)?;
+    for dir in [
+        KEYS_DIR,
+        "/srv/bulkhead-test/keys/sub",
+        "/srv/bulkhead-test/glob",
+        VICTIMS_DIR,
+    ] {
+        run(dir, fs::create_dir_all(dir))?;
+    }
+    for (path, content) in [
+        (SECRET, SECRET_CONTENT),
+        (PUBLIC, PUBLIC_CONTENT),
+        (KEY_IN_DIR, "key\n"),
+        (GLOB_MATCH, "key\n"),
+        (GLOB_OTHER, "readme\n"),
+        (REPLACED, "v1\n"),
+        (SECRET_EXEC, "#!/bin/sh\nexit 0\n"),
+    ] {
+        run(path, fs::write(path, content))?;
+    }
+    run(
+        SECRET_EXEC,
+        fs::set_permissions(SECRET_EXEC, fs::Permissions::from_mode(0o755)),
+    )?;
+    for op in VICTIM_OPS {
+        let path = victim(op);
+        run(&path, fs::write(&path, "victim\n"))?;
+    }
+    run(HARDLINK, fs::hard_link(SECRET, HARDLINK))?;
+    run(SYMLINK, std::os::unix::fs::symlink(SECRET, SYMLINK))?;
+    mount(ROOT, BIND, None, libc::MS_BIND)?;
+    mount("tmpfs", SCRATCH_MOUNT, Some("tmpfs"), 0)?;
+    Ok(())
+}
+
+fn mount(
+    source: &str,
+    target: &str,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+) -> Result<(), String> {
+    nix::mount::mount(
+        Some(Path::new(source)),
+        target,
+        fstype,
+        nix::mount::MsFlags::from_bits_truncate(flags),
+        None::<&str>,
+    )
+    .map_err(|err| format!("prepare: mount {source} on {target}: {err}"))
+}

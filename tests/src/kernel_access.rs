@@ -1,0 +1,106 @@
+//! What root inside a domain could use to undo the domain: bpf(), lockdown-guarded devices,
+//! kernel modules, mounts.
+//!
+//! `Denied` is EPERM. For module loading the outside control feeds the kernel a blob that is
+//! not a module: getting past the LSM check shows as ENOEXEC, which counts as `Allowed`.
+
+use std::{fs, io};
+
+use crate::{access::Outcome, fixtures};
+
+pub const OPS: [&str; 6] = ["bpf", "dev-mem", "kcore", "init-module", "mount", "umount"];
+
+fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+pub fn attempt(op: &str) -> Outcome {
+    let result = match op {
+        "bpf" => bpf_map_create(),
+        "dev-mem" => fs::File::open("/dev/mem").map(drop),
+        "kcore" => fs::File::open("/proc/kcore").map(drop),
+        "init-module" => init_module_garbage(),
+        "mount" => mount_tmpfs(),
+        "umount" => nix::mount::umount(fixtures::SCRATCH_MOUNT).map_err(io::Error::from),
+        other => return Outcome::Error(format!("unknown kernel op {other}")),
+    };
+    match result {
+        Ok(()) => Outcome::Allowed,
+        Err(err) if err.raw_os_error() == Some(libc::EPERM) => Outcome::Denied,
+        Err(err) => Outcome::Error(format!("{op}: {err}")),
+    }
+}
+
+/// BPF_MAP_CREATE of a one-entry array: the simplest bpf() command that does something.
+fn bpf_map_create() -> io::Result<()> {
+    #[repr(C)]
+    struct MapCreate {
+        map_type: u32,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        rest: [u8; 112],
+    }
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_MAP_TYPE_ARRAY: u32 = 2;
+    let attr = MapCreate {
+        map_type: BPF_MAP_TYPE_ARRAY,
+        key_size: 4,
+        value_size: 8,
+        max_entries: 1,
+        rest: [0; 112],
+    };
+    // SAFETY: a zero-padded bpf_attr of the size passed.
+    let fd = check(unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_CREATE,
+            std::ptr::from_ref(&attr),
+            std::mem::size_of::<MapCreate>(),
+        )
+    })?;
+    // SAFETY: closing the fd we were just given.
+    unsafe { libc::close(fd as i32) };
+    Ok(())
+}
+
+fn init_module_garbage() -> io::Result<()> {
+    let blob = [0u8; 64];
+    // SAFETY: a valid buffer of the given length and an empty C string for the parameters.
+    match check(unsafe {
+        libc::syscall(
+            libc::SYS_init_module,
+            blob.as_ptr(),
+            blob.len(),
+            c"".as_ptr(),
+        )
+    }) {
+        Ok(_) => Err(io::Error::other(
+            "the kernel accepted a blob of zeros as a module",
+        )),
+        Err(err) if err.raw_os_error() == Some(libc::ENOEXEC) => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+fn mount_tmpfs() -> io::Result<()> {
+    let target = format!("/tmp/bulkhead-mount-{}", std::process::id());
+    fs::create_dir_all(&target)?;
+    let result = nix::mount::mount(
+        Some("tmpfs"),
+        target.as_str(),
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(io::Error::from);
+    if result.is_ok() {
+        let _ = nix::mount::umount(target.as_str());
+    }
+    let _ = fs::remove_dir(&target);
+    result
+}

@@ -1,0 +1,132 @@
+//! Signals across the boundary (issue: complete enforcement, section 2).
+//!
+//! Direct signals against the supervisor, the agent and another domain; SIGIO through a file
+//! owner against a process outside any domain and one in another domain; with controls from
+//! outside any domain and within one domain, and the supervisor's own powers over its task.
+
+use std::process::Command;
+
+use crate::{
+    access::Outcome,
+    harness::Suite,
+    scenarios::{expect, run_helper, start_target, stop_target},
+    signal_access::{DIRECT_OPS, SIGIO_SIGNAL, signal_pending},
+};
+
+pub fn add(suite: &mut Suite<'_>, targets: &[(&'static str, i32)]) {
+    for &(target, pid) in targets {
+        for op in DIRECT_OPS {
+            let pid = pid.to_string();
+            let args = ["signal".to_owned(), op.to_owned(), pid];
+            let denied = args.clone();
+            suite.add(format!("deny:signal-{op}:{target}"), move || {
+                expect(
+                    run_helper(true, "attacker", &strs(&denied), &[]),
+                    Outcome::Denied,
+                )
+            });
+            suite.add(format!("control-outside:signal-{op}:{target}"), move || {
+                expect(run_helper(false, "", &strs(&args), &[]), Outcome::Allowed)
+            });
+        }
+    }
+    for op in DIRECT_OPS.into_iter().chain(["sigio"]) {
+        suite.add(format!("control-same-domain:signal-{op}"), move || {
+            expect(
+                run_helper(true, "same", &["same-domain-signal", op], &[]),
+                Outcome::Allowed,
+            )
+        });
+    }
+    for (target, sealed) in [("outside", false), ("other-domain", true)] {
+        suite.add(format!("deny:signal-sigio:{target}"), move || {
+            sigio_against(sealed, true, Outcome::Denied)
+        });
+        suite.add(
+            format!("control-outside:signal-sigio:{target}"),
+            move || sigio_against(sealed, false, Outcome::Allowed),
+        );
+    }
+    suite.add(
+        "signal:supervisor-stops-continues-kills-task",
+        supervisor_controls_task,
+    );
+    suite.add("signal:task-exit-notifies-supervisor", || {
+        expect(
+            run_helper(false, "", &["sigchld-parent"], &[]),
+            Outcome::Allowed,
+        )
+    });
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// A fresh target that blocks the signal (so delivery is visible), attacked by a sealed or
+/// unsealed process.
+fn sigio_against(target_sealed: bool, attacker_sealed: bool, want: Outcome) -> Result<(), String> {
+    let label = target_sealed.then_some("sigio-target");
+    let (child, pid, _) = start_target(label, "sigio-target")?;
+    let outcome = run_helper(
+        attacker_sealed,
+        "attacker",
+        &["signal", "sigio", &pid.to_string()],
+        &[],
+    );
+    // Belt and braces: the attacker's verdict must agree with what the target shows.
+    let pending = signal_pending(pid, SIGIO_SIGNAL);
+    stop_target(child);
+    expect(outcome.clone(), want)?;
+    match (outcome, pending) {
+        (Outcome::Denied, Ok(false)) | (Outcome::Allowed, Ok(true)) => Ok(()),
+        (outcome, pending) => Err(format!(
+            "attacker saw {outcome:?} but target pending = {pending:?}"
+        )),
+    }
+}
+
+/// The supervisor (outside any domain) must keep full control of its sealed task.
+fn supervisor_controls_task() -> Result<(), String> {
+    let (child, pid, _) = start_target(Some("stoppable"), "hold")?;
+    let state = |want: char| -> Result<(), String> {
+        for _ in 0..200 {
+            let stat =
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
+            let state = stat
+                .rsplit(") ")
+                .next()
+                .and_then(|rest| rest.chars().next());
+            if state == Some(want) {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Err(format!("task {pid} never reached state {want}"))
+    };
+    let signal = |sig: &str| -> Result<(), String> {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()
+            .map_err(|e| e.to_string())?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("kill -{sig} {pid} failed: {status}"))
+        }
+    };
+    signal("STOP")?;
+    state('T')?;
+    signal("CONT")?;
+    state('S')?;
+    signal("KILL")?;
+    let mut child = child;
+    let status = child.wait().map_err(|e| e.to_string())?;
+    use std::os::unix::process::ExitStatusExt;
+    match status.signal() {
+        Some(libc::SIGKILL) => Ok(()),
+        other => Err(format!(
+            "task ended with {status} (signal {other:?}), expected SIGKILL"
+        )),
+    }
+}
