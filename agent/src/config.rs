@@ -13,6 +13,8 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/bulkhead/node.toml";
 pub const DEFAULT_SOCKET_PATH: &str = "/run/bulkhead/bulkhead.sock";
 /// The agent's state directory unless the config says otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/bulkhead";
+/// The agent's pinned maps and links unless the config says otherwise.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/bulkhead";
 pub const DEFAULT_RESCAN_INTERVAL_SECS: u64 = 5;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -35,6 +37,9 @@ pub struct AgentSection {
     /// The agent's own state (and, later, key) directory; always protected.
     #[serde(default = "default_state_dir")]
     pub state_dir: AbsolutePath,
+    /// Where in bpffs the agent pins its maps and links; always protected.
+    #[serde(default = "default_pin_dir")]
+    pub pin_dir: AbsolutePath,
 }
 
 impl Default for AgentSection {
@@ -42,8 +47,13 @@ impl Default for AgentSection {
         Self {
             log_level: LogLevel::default(),
             state_dir: default_state_dir(),
+            pin_dir: default_pin_dir(),
         }
     }
+}
+
+fn default_pin_dir() -> AbsolutePath {
+    AbsolutePath(PathBuf::from(DEFAULT_PIN_DIR))
 }
 
 fn default_state_dir() -> AbsolutePath {
@@ -317,6 +327,7 @@ mod tests {
             config.agent.state_dir.as_path(),
             Path::new(DEFAULT_STATE_DIR)
         );
+        assert_eq!(config.agent.pin_dir.as_path(), Path::new(DEFAULT_PIN_DIR));
         assert!(config.protect.paths.is_empty());
         assert_eq!(
             config.protect.rescan_interval_secs.duration().as_secs(),

@@ -12,7 +12,7 @@ use crate::{
     },
     config::NodeConfig,
     domains::Domains,
-    enforce::Enforcement,
+    enforce::{Enforcement, pins::PinDir},
     preflight,
     protect::{Protector, watch},
 };
@@ -22,8 +22,19 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         .check()
         .context("this host cannot enforce bulkhead domains")?;
 
-    let (mut enforcement, maps) = Enforcement::load()?;
-    tracing::info!(hooks = ?enforcement.hooks, "LSM programs loaded and attached");
+    let socket_path = config.api.socket_path.as_path();
+    // Before touching the kernel: a second agent would replace the running one's programs.
+    server::ensure_no_agent_serving(socket_path)?;
+
+    let pins = PinDir::new(config.agent.pin_dir.as_path());
+    let (mut enforcement, maps) = Enforcement::load(&pins)?;
+    tracing::info!(
+        hooks = ?enforcement.hooks,
+        pin_dir = %pins.root().display(),
+        adopted_live_domains = enforcement.adopted,
+        replaced_generations = enforcement.replaced_generations,
+        "LSM programs loaded, attached and pinned"
+    );
 
     prepare_state_dir(config.agent.state_dir.as_path())?;
     let mut protector =
@@ -51,7 +62,6 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         forward_kernel_log(logger)?;
     }
 
-    let socket_path = config.api.socket_path.as_path();
     let listener = server::bind(socket_path, config.api.socket_mode)?;
     let _socket = SocketGuard(socket_path.to_owned());
 
@@ -69,18 +79,22 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     tokio::select! {
         served = server::serve(listener, state) => served,
         signal = shutdown_signal() => {
-            tracing::warn!(signal, "shutting down; enforcement stops with the agent (programs are not pinned yet)");
+            tracing::warn!(signal, pin_dir = %pins.root().display(), "agent stopping; the pinned programs keep enforcing (bulkhead uninstall removes them)");
             Ok(())
         }
     }
 }
 
-/// The configured protected paths, plus the agent's own state directory, always.
+/// The configured protected paths, plus the agent's own state and pin directories, always.
 fn protected_patterns(config: &NodeConfig) -> Vec<String> {
-    let state_dir = config.agent.state_dir.as_path().to_string_lossy();
-    std::iter::once(glob::Pattern::escape(&state_dir))
-        .chain(config.protect.paths.iter().map(|p| p.as_str().to_owned()))
-        .collect()
+    [
+        config.agent.state_dir.as_path(),
+        config.agent.pin_dir.as_path(),
+    ]
+    .into_iter()
+    .map(|dir| glob::Pattern::escape(&dir.to_string_lossy()))
+    .chain(config.protect.paths.iter().map(|p| p.as_str().to_owned()))
+    .collect()
 }
 
 /// Creates the state directory (0700, root) if missing; refuses a non-directory there.

@@ -54,6 +54,12 @@ enum Command {
         #[arg(long, env = "BULKHEAD_SOCKET", default_value = DEFAULT_SOCKET_PATH)]
         socket: PathBuf,
     },
+    /// Remove bulkhead from the kernel: unpin and detach every program and drop the pinned
+    /// maps (all domains and protected-file marks). Refused while an agent is running.
+    Uninstall {
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
     /// Show the domain this process is in, as the agent reads it from the kernel.
     Whoami {
         #[arg(long, env = "BULKHEAD_SOCKET", default_value = DEFAULT_SOCKET_PATH)]
@@ -81,17 +87,52 @@ fn main() -> ExitCode {
         } => ExitCode::from(exec::seal_and_exec(&socket, label, &command) as u8),
         Command::Status { socket } => print_response::<StatusResponse>(&socket, PATH_STATUS),
         Command::Whoami { socket } => print_response::<WhoamiResponse>(&socket, PATH_WHOAMI),
+        Command::Uninstall { config } => uninstall(&config),
+    }
+}
+
+/// Reads and validates the node config; on failure prints why and gives exit status 2.
+fn load_config(path: &std::path::Path) -> Result<NodeConfig, ExitCode> {
+    NodeConfig::load(path).map_err(|err| {
+        eprintln!("bulkhead: {err}");
+        ExitCode::from(2)
+    })
+}
+
+fn uninstall(config_path: &std::path::Path) -> ExitCode {
+    let config = match load_config(config_path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    if let Err(err) =
+        bulkhead::api::server::ensure_no_agent_serving(config.api.socket_path.as_path())
+    {
+        eprintln!(
+            "bulkhead: {err}; stop it first (it would keep enforcing and re-pin at its next start)"
+        );
+        return ExitCode::FAILURE;
+    }
+    let pins = bulkhead::enforce::pins::PinDir::new(config.agent.pin_dir.as_path());
+    match pins.remove_all() {
+        Ok((links, maps)) => {
+            println!(
+                "bulkhead: removed {links} pinned program links and {maps} pinned maps from {}; no domain is enforced any more",
+                pins.root().display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("bulkhead: uninstall stopped part-way: {err:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
 fn run_agent(config_path: &std::path::Path) -> ExitCode {
     // Nothing is loaded or bound until the whole config has been read and validated.
-    let config = match NodeConfig::load(config_path) {
+    let config = match load_config(config_path) {
         Ok(config) => config,
-        Err(err) => {
-            eprintln!("bulkhead: {err}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     init_logging(config.agent.log_level.as_str());
     let runtime = match tokio::runtime::Runtime::new() {

@@ -46,6 +46,11 @@ pub fn main(args: &[String]) -> i32 {
         }
         ["sigchld-parent"] => sigchld_parent(),
         ["kernel", op] => report(kernel_access::attempt(op)),
+        ["attack-loop", sup, stop_file] => attack_loop(sup, stop_file),
+        ["file-when", go_file, op, path] => {
+            wait_for(go_file);
+            report(file_access::attempt(op, &[path]))
+        }
         _ => {
             eprintln!("unknown helper invocation: {words:?}");
             2
@@ -485,4 +490,64 @@ fn sigchld_parent() -> i32 {
         return EXIT_WRONG;
     }
     EXIT_OK
+}
+
+fn wait_for(path: &str) {
+    while !std::path::Path::new(path).exists() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// From inside a domain, attacks the supervisor and a protected file in a tight loop until
+/// `stop_file` appears, while the suite kills, restarts and upgrades the agent. Prints the
+/// counts; succeeds only if every attempt was refused (and there were attempts).
+fn attack_loop(sup: &str, stop_file: &str) -> i32 {
+    let sup: i32 = sup.parse().expect("pid");
+    let (mut attempts, mut allowed, mut errors) = (0u64, 0u64, Vec::new());
+    let mut tally = |what: &str, outcome: Outcome| {
+        attempts += 1;
+        match outcome {
+            Outcome::Denied => {}
+            Outcome::Allowed => allowed += 1,
+            Outcome::Error(err) => {
+                if errors.len() < 5 {
+                    errors.push(format!("{what}: {err}"));
+                }
+            }
+        }
+    };
+    while !std::path::Path::new(stop_file).exists() {
+        tally(
+            "environ",
+            access::attempt(
+                Access::ProcEnviron,
+                &Target {
+                    pid: sup,
+                    addr: 0,
+                    expect_mem: None,
+                    env_marker: crate::SUPERVISOR_MARKER.to_owned(),
+                },
+            ),
+        );
+        tally(
+            "secret",
+            file_access::attempt("read", &[crate::fixtures::SECRET]),
+        );
+        tally("kill-0", signal_access::attempt("kill-0", sup));
+        tally("bpf", kernel_access::attempt("bpf"));
+        // Leave the emulated CPUs room for the agent restarts (and the guest's own watchdogs).
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    println!(
+        "attempts={attempts} allowed={allowed} errors={}",
+        errors.len()
+    );
+    for err in &errors {
+        eprintln!("{err}");
+    }
+    if attempts > 0 && allowed == 0 && errors.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_WRONG
+    }
 }

@@ -14,6 +14,7 @@ mod kernel_access;
 mod scenarios;
 mod scenarios_files;
 mod scenarios_kernel;
+mod scenarios_lifecycle;
 mod scenarios_signals;
 mod signal_access;
 

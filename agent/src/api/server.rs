@@ -28,6 +28,14 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_CONNECTIONS: usize = 256;
 
 /// Binds the socket, refusing to steal it from a live agent.
+/// Fails if an agent answers on `path`.
+pub fn ensure_no_agent_serving(path: &Path) -> anyhow::Result<()> {
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        anyhow::bail!("another agent is already serving {}", path.display());
+    }
+    Ok(())
+}
+
 pub fn bind(path: &Path, mode: FileMode) -> anyhow::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::DirBuilder::new()
@@ -37,9 +45,7 @@ pub fn bind(path: &Path, mode: FileMode) -> anyhow::Result<UnixListener> {
             .with_context(|| format!("creating socket directory {}", dir.display()))?;
     }
     if std::fs::symlink_metadata(path).is_ok() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            anyhow::bail!("another agent is already serving {}", path.display());
-        }
+        ensure_no_agent_serving(path)?;
         // Nobody answers: a stale socket from an agent that died. Anything else at that path
         // (a regular file, say) is not ours to delete.
         let file_type = std::fs::symlink_metadata(path)?.file_type();

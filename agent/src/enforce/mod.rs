@@ -4,13 +4,14 @@ pub mod inode_marks;
 pub mod kernel_layout;
 pub mod local_storage;
 pub mod object_patch;
+pub mod pins;
 pub mod task_storage;
 
 use anyhow::{Context, anyhow};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Map, MapFd},
-    programs::Lsm,
+    programs::{Lsm, links::FdLink},
 };
 use aya_log::EbpfLogger;
 use bulkhead_common::{
@@ -21,18 +22,23 @@ use bulkhead_common::{
 use inode_marks::ProtectedInodeMap;
 use kernel_layout::KernelLayout;
 use object_patch::AlignedObject;
+use pins::{Generation, PINNED_MAPS, PinDir};
 use task_storage::TaskDomainMap;
 
 /// The compiled eBPF object, built from ebpf/programs by agent/build.rs.
 pub(crate) static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bulkhead-ebpf"));
 
-/// Loaded and attached programs. Enforcement lasts as long as this value: dropping it detaches
-/// every hook.
+/// Loaded, attached and pinned programs. The pins, not this value, keep enforcement alive:
+/// the agent can exit or die and every hook stays attached.
 pub struct Enforcement {
     _ebpf: Ebpf,
     pub hooks: Vec<&'static str>,
     pub kernel_log: Option<EbpfLogger<&'static dyn log::Log>>,
+    /// Maps and domains taken over from an earlier agent.
+    pub adopted: bool,
+    /// Link generations of earlier agents that this one replaced.
+    pub replaced_generations: usize,
 }
 
 /// The maps the rest of the agent writes to.
@@ -42,15 +48,25 @@ pub struct EnforcementMaps {
 }
 
 impl Enforcement {
-    /// Loads and attaches every program; also returns handles on the maps the agent writes.
-    pub fn load() -> anyhow::Result<(Self, EnforcementMaps)> {
+    /// Loads every program against the pinned maps (creating them on first start), attaches
+    /// and pins a new generation of links, then removes older generations. If anything fails
+    /// before the new generation is complete, the new links are removed again and the old
+    /// generation keeps enforcing: nothing is left half-applied.
+    pub fn load(pins: &PinDir) -> anyhow::Result<(Self, EnforcementMaps)> {
         let btf = Btf::from_sys_fs().context("reading kernel BTF from /sys/kernel/btf/vmlinux")?;
         let layout = KernelLayout::from_kernel()?;
         tracing::debug!(?layout, "kernel struct layout from BTF");
         let mut object = AlignedObject::new(EBPF_OBJECT);
         object.patch_dentry_inode_offset(layout.dentry_d_inode)?;
 
-        let mut ebpf = EbpfLoader::new()
+        pins.prepare()?;
+        let adopted = pins.has_pinned_maps();
+        let previous = pins.generations()?;
+        let mut loader = EbpfLoader::new();
+        for name in PINNED_MAPS {
+            loader.map_pin_path(name, pins.map(name));
+        }
+        let mut ebpf = loader
             // The task-storage map, which aya 0.14 creates but does not wrap.
             .allow_unsupported_maps()
             .override_global(
@@ -87,31 +103,66 @@ impl Enforcement {
             ),
         };
 
-        // In LSM_PROGRAMS order: task_alloc first, so domains are inherited before any
-        // check that relies on them is live.
-        let mut hooks = Vec::new();
-        for (program_name, hook) in LSM_PROGRAMS {
-            let program: &mut Lsm = ebpf
-                .program_mut(program_name)
-                .ok_or_else(|| anyhow!("program {program_name} missing from the eBPF object"))?
-                .try_into()
-                .with_context(|| format!("program {program_name} is not an LSM program"))?;
-            program.load(hook, &btf).with_context(|| {
-                format!("the kernel refused to load {program_name} for hook {hook}")
+        let generation = pins.new_generation()?;
+        let hooks = match attach_and_pin(&mut ebpf, &btf, &generation) {
+            Ok(hooks) => hooks,
+            Err(err) => {
+                if let Err(cleanup) = generation.remove() {
+                    tracing::error!(error = format!("{cleanup:#}"), generation = %generation.dir().display(), "could not remove the incomplete link generation");
+                }
+                return Err(err);
+            }
+        };
+        // Only now, with every hook covered by the new generation, do the old ones go.
+        let mut replaced_generations = 0;
+        for old in previous {
+            old.remove().with_context(|| {
+                format!("detaching the previous generation {}", old.dir().display())
             })?;
-            program
-                .attach()
-                .with_context(|| format!("attaching {program_name} to LSM hook {hook}"))?;
-            hooks.push(*hook);
+            replaced_generations += 1;
         }
 
         let enforcement = Self {
             _ebpf: ebpf,
             hooks,
             kernel_log,
+            adopted,
+            replaced_generations,
         };
         Ok((enforcement, maps))
     }
+}
+
+/// Loads, attaches and pins every program, in LSM_PROGRAMS order: task_alloc first, so domains
+/// are inherited before any check that relies on them is live.
+fn attach_and_pin(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    generation: &Generation,
+) -> anyhow::Result<Vec<&'static str>> {
+    let mut hooks = Vec::new();
+    for (program_name, hook) in LSM_PROGRAMS {
+        let program: &mut Lsm = ebpf
+            .program_mut(program_name)
+            .ok_or_else(|| anyhow!("program {program_name} missing from the eBPF object"))?
+            .try_into()
+            .with_context(|| format!("program {program_name} is not an LSM program"))?;
+        program.load(hook, btf).with_context(|| {
+            format!("the kernel refused to load {program_name} for hook {hook}")
+        })?;
+        let link_id = program
+            .attach()
+            .with_context(|| format!("attaching {program_name} to LSM hook {hook}"))?;
+        let link: FdLink = program
+            .take_link(link_id)
+            .with_context(|| format!("taking the link of {program_name}"))?
+            .into();
+        let path = generation.link(hook);
+        link.pin(&path)
+            .with_context(|| format!("pinning {}", path.display()))?;
+        hooks.push(*hook);
+    }
+    Ok(hooks)
 }
 
 /// A fresh fd on the task-storage map of the loaded object.

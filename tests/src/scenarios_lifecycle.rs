@@ -1,0 +1,210 @@
+//! Fail-closed lifecycle (issue: complete enforcement, section 5): enforcement outlives the
+//! agent, a restarted agent adopts the live domains and replaces the programs without a gap,
+//! and `bulkhead uninstall` removes everything. These tests restart the agent, so they run
+//! last; the uninstall test leaves no agent behind and must be the very last.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use bulkhead::api::{
+    client::Client,
+    wire::{PATH_STATUS, StatusResponse},
+};
+
+use crate::{AGENT_MARKER, access::Outcome, fixtures::SECRET, harness::Suite, scenarios::expect};
+
+const CONFIG: &str = "/etc/bulkhead/node.toml";
+const AGENT_LOG: &str = "/tmp/agent.log";
+const PIN_DIR: &str = "/sys/fs/bpf/bulkhead";
+
+pub fn add(suite: &mut Suite<'_>) {
+    suite.add(
+        "lifecycle:attack-loop-across-kill-restart-upgrade",
+        attack_across_restarts,
+    );
+    suite.add("lifecycle:uninstall-detaches-everything", uninstall);
+}
+
+fn status() -> Result<StatusResponse, String> {
+    Client::new(std::path::Path::new(bulkhead::config::DEFAULT_SOCKET_PATH))
+        .get(PATH_STATUS)
+        .map_err(|err| err.to_string())
+}
+
+/// Is `pid` still running? A zombie is not: agents this suite started are its children and
+/// are never reaped.
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit(") ")
+                .next()
+                .and_then(|rest| rest.chars().next())
+        })
+        .is_some_and(|state| state != 'Z' && state != 'X')
+}
+
+fn wait_gone(pid: i32) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running(pid) {
+        if Instant::now() > deadline {
+            return Err(format!("agent {pid} did not exit"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Starts `bulkhead run` as /init does and waits until it answers; returns its pid.
+fn start_agent() -> Result<u32, String> {
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(AGENT_LOG)
+        .map_err(|err| err.to_string())?;
+    let (key, value) = AGENT_MARKER.split_once('=').expect("marker");
+    let child: Child = Command::new("bulkhead")
+        .args(["run", "--config", CONFIG])
+        .env(key, value)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|err| err.to_string())?)
+        .stderr(log)
+        .spawn()
+        .map_err(|err| format!("starting the agent: {err}"))?;
+    let pid = child.id();
+    // The agent outlives this test; the suite never waits on it.
+    std::mem::forget(child);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        if let Ok(status) = status()
+            && status.pid == pid
+        {
+            return Ok(pid);
+        }
+        if !running(pid as i32) || Instant::now() > deadline {
+            return Err(format!(
+                "restarted agent {pid} never answered; see {AGENT_LOG}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn signal(pid: i32, sig: i32) -> Result<(), String> {
+    // SAFETY: plain kill(2).
+    if unsafe { libc::kill(pid, sig) } == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "kill({pid}, {sig}): {}",
+            std::io::Error::last_os_error()
+        ))
+    }
+}
+
+fn attack_across_restarts() -> Result<(), String> {
+    let stop = "/tmp/bulkhead-attack-stop";
+    let _ = std::fs::remove_file(stop);
+    let exe = std::env::current_exe().map_err(|err| err.to_string())?;
+    let sup = std::process::id().to_string();
+    let attacker = Command::new("bulkhead")
+        .args(["exec", "--label", "attack-loop", "--"])
+        .arg(&exe)
+        .args(["helper", "attack-loop", &sup, stop])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|err| err.to_string())?;
+    let log_before = std::fs::read_to_string(AGENT_LOG).unwrap_or_default().len();
+    std::thread::sleep(Duration::from_millis(500));
+
+    let run = || -> Result<(), String> {
+        // 1. The agent dies without warning; the pinned programs must keep refusing.
+        let first = status()?.pid as i32;
+        signal(first, libc::SIGKILL)?;
+        wait_gone(first)?;
+        std::thread::sleep(Duration::from_secs(1));
+        // 2. A new agent adopts the pinned maps and swaps in its own programs.
+        let second = start_agent()? as i32;
+        // 3. A graceful stop and another start: a program upgrade.
+        signal(second, libc::SIGTERM)?;
+        wait_gone(second)?;
+        start_agent()?;
+        Ok(())
+    };
+    let restarted = run();
+    std::fs::write(stop, "").map_err(|err| err.to_string())?;
+    let output = attacker.wait_with_output().map_err(|err| err.to_string())?;
+    restarted?;
+    let summary = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    println!("BULKHEAD-NOTE attack loop across SIGKILL, restart and upgrade: {summary}");
+    if !output.status.success() {
+        return Err(format!(
+            "attack loop: {summary} {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    let log = std::fs::read_to_string(AGENT_LOG).map_err(|err| err.to_string())?;
+    let new_lines = &log[log_before.min(log.len())..];
+    let adopted = new_lines.matches("adopted_live_domains=true").count();
+    let replaced = new_lines.matches("replaced_generations=1").count();
+    if adopted != 2 || replaced != 2 {
+        return Err(format!(
+            "expected two adoptions replacing one generation each, log shows {adopted} and {replaced}"
+        ));
+    }
+    let generations = std::fs::read_dir(format!("{PIN_DIR}/links"))
+        .map_err(|err| err.to_string())?
+        .count();
+    if generations != 1 {
+        return Err(format!("{generations} link generations pinned, expected 1"));
+    }
+    Ok(())
+}
+
+/// After `bulkhead uninstall` a process sealed before it is free again (the control that the
+/// programs really are gone) and nothing is left in bpffs.
+fn uninstall() -> Result<(), String> {
+    let go = "/tmp/bulkhead-uninstall-go";
+    let _ = std::fs::remove_file(go);
+    let exe = std::env::current_exe().map_err(|err| err.to_string())?;
+    let mut sealed = Command::new("bulkhead")
+        .args(["exec", "--label", "before-uninstall", "--"])
+        .arg(&exe)
+        .args(["helper", "file-when", go, "read", SECRET])
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|err| err.to_string())?;
+    // Refused while the agent runs.
+    let refused = Command::new("bulkhead")
+        .args(["uninstall", "--config", CONFIG])
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|err| err.to_string())?;
+    if refused.success() {
+        return Err("uninstall went ahead with the agent running".into());
+    }
+    let agent = status()?.pid as i32;
+    signal(agent, libc::SIGTERM)?;
+    wait_gone(agent)?;
+    let done = Command::new("bulkhead")
+        .args(["uninstall", "--config", CONFIG])
+        .status()
+        .map_err(|err| err.to_string())?;
+    std::fs::write(go, "").map_err(|err| err.to_string())?;
+    let code = sealed.wait().map_err(|err| err.to_string())?.code();
+    if !done.success() {
+        return Err(format!("uninstall failed: {done}"));
+    }
+    if std::path::Path::new(PIN_DIR).exists() {
+        return Err(format!("{PIN_DIR} still exists"));
+    }
+    let outcome = match code {
+        Some(0) => Outcome::Allowed,
+        Some(10) => Outcome::Denied,
+        other => Outcome::Error(format!("reader exited {other:?}")),
+    };
+    expect(outcome, Outcome::Allowed)
+}
