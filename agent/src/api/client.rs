@@ -102,25 +102,33 @@ impl Client {
             .method(method)
             .uri(path)
             .header("host", "bulkhead")
+            // One request per connection: without this the server keeps the connection open
+            // for a next request until its read timeout, and the client would wait for that.
+            .header("connection", "close")
             .header("content-type", "application/json")
             .body(Full::new(body))
             .map_err(|err| ClientError::Protocol(err.to_string()))?;
-        let (response, _) = tokio::join!(
-            async {
-                let response = sender.send_request(request).await.map_err(protocol)?;
-                let status = response.status();
-                let bytes = response
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(protocol)?
-                    .to_bytes();
-                Ok::<_, ClientError>((status, bytes))
+        // The connection future drives the socket; the answer is complete once the body is
+        // collected, whatever the connection does afterwards.
+        let exchange = async {
+            let response = sender.send_request(request).await.map_err(protocol)?;
+            let status = response.status();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(protocol)?
+                .to_bytes();
+            Ok::<_, ClientError>((status, bytes))
+        };
+        tokio::pin!(exchange);
+        tokio::select! {
+            response = &mut exchange => response,
+            closed = connection => match closed {
+                // Closed cleanly: the response (if any) is already complete.
+                Ok(()) => exchange.await,
+                Err(err) => Err(protocol(err)),
             },
-            async {
-                let _ = connection.await;
-            }
-        );
-        response
+        }
     }
 }
