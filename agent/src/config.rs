@@ -13,6 +13,8 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/bulkhead/node.toml";
 pub const DEFAULT_SOCKET_PATH: &str = "/run/bulkhead/bulkhead.sock";
 /// The agent's state directory unless the config says otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/bulkhead";
+/// The audit log unless the config says otherwise.
+pub const DEFAULT_AUDIT_LOG: &str = "/var/log/bulkhead/audit.jsonl";
 /// The agent's pinned maps and links unless the config says otherwise.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/bulkhead";
 pub const DEFAULT_RESCAN_INTERVAL_SECS: u64 = 5;
@@ -26,6 +28,88 @@ pub struct NodeConfig {
     pub api: ApiSection,
     #[serde(default)]
     pub protect: ProtectSection,
+    #[serde(default)]
+    pub audit: AuditSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// `enforce` (deny and record) or `audit` (record what would be denied, allow it).
+    #[serde(default)]
+    pub mode: Mode,
+    /// One JSON object per line.
+    #[serde(default = "default_audit_log")]
+    pub log_path: AbsolutePath,
+    /// Per domain: average records per second written to the log.
+    #[serde(default = "default_rate_per_sec")]
+    pub rate_per_sec: RateValue,
+    /// Per domain: records that may be written at once before the rate applies.
+    #[serde(default = "default_burst")]
+    pub burst: RateValue,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        Self {
+            mode: Mode::default(),
+            log_path: default_audit_log(),
+            rate_per_sec: default_rate_per_sec(),
+            burst: default_burst(),
+        }
+    }
+}
+
+fn default_audit_log() -> AbsolutePath {
+    AbsolutePath(PathBuf::from(DEFAULT_AUDIT_LOG))
+}
+
+fn default_rate_per_sec() -> RateValue {
+    RateValue(20)
+}
+
+fn default_burst() -> RateValue {
+    RateValue(100)
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Audit,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enforce => "enforce",
+            Self::Audit => "audit",
+        }
+    }
+}
+
+/// A count from 1 to 100000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u64")]
+pub struct RateValue(u64);
+
+impl RateValue {
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl TryFrom<u64> for RateValue {
+    type Error = String;
+
+    fn try_from(value: u64) -> Result<Self, Self::Error> {
+        if (1..=100_000).contains(&value) {
+            Ok(Self(value))
+        } else {
+            Err(format!("expected a number from 1 to 100000, got {value}"))
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -328,6 +412,15 @@ mod tests {
             Path::new(DEFAULT_STATE_DIR)
         );
         assert_eq!(config.agent.pin_dir.as_path(), Path::new(DEFAULT_PIN_DIR));
+        assert_eq!(config.audit.mode, Mode::Enforce);
+        assert_eq!(
+            config.audit.log_path.as_path(),
+            Path::new(DEFAULT_AUDIT_LOG)
+        );
+        assert_eq!(
+            (config.audit.rate_per_sec.get(), config.audit.burst.get()),
+            (20, 100)
+        );
         assert!(config.protect.paths.is_empty());
         assert_eq!(
             config.protect.rescan_interval_secs.duration().as_secs(),
@@ -422,6 +515,22 @@ mod tests {
         .unwrap();
         assert_eq!(config.protect.paths.len(), 2);
         assert_eq!(config.protect.paths[1].as_str(), "/srv/keys/*.pem");
+    }
+
+    #[test]
+    fn audit_section_is_validated() {
+        let config = NodeConfig::parse("[audit]\nmode = \"audit\"\nrate_per_sec = 5\n").unwrap();
+        assert_eq!(config.audit.mode, Mode::Audit);
+        assert_eq!(config.audit.rate_per_sec.get(), 5);
+        for bad in [
+            "mode = \"permissive\"",
+            "rate_per_sec = 0",
+            "burst = 1000001",
+            "log_path = \"audit.log\"",
+        ] {
+            let err = NodeConfig::parse(&format!("[audit]\n{bad}\n")).unwrap_err();
+            assert!(err.contains("line 2"), "{bad}: {err}");
+        }
     }
 
     #[test]

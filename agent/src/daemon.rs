@@ -1,6 +1,11 @@
 //! `bulkhead run`: check the host, load enforcement, serve the local API until told to stop.
 
-use std::{path::Path, sync::Arc};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use tokio::signal::unix::{SignalKind, signal};
 
 use anyhow::Context;
 use tokio::io::{Interest, unix::AsyncFd};
@@ -10,24 +15,28 @@ use crate::{
         handlers::AppState,
         server::{self, SocketGuard},
     },
+    audit::{self, AuditTrail, limiter::Rate},
     config::NodeConfig,
     domains::Domains,
-    enforce::{Enforcement, pins::PinDir},
+    enforce::{Enforcement, Settings, pins::PinDir},
     preflight,
     protect::{Protector, watch},
 };
 
-pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
+pub async fn run(config: NodeConfig, config_path: PathBuf) -> anyhow::Result<()> {
     preflight::Host::running()
         .check()
         .context("this host cannot enforce bulkhead domains")?;
 
-    let socket_path = config.api.socket_path.as_path();
+    let socket_path = config.api.socket_path.as_path().to_owned();
+    let socket_path = socket_path.as_path();
     // Before touching the kernel: a second agent would replace the running one's programs.
     server::ensure_no_agent_serving(socket_path)?;
 
     let pins = PinDir::new(config.agent.pin_dir.as_path());
-    let (mut enforcement, maps) = Enforcement::load(&pins)?;
+    let (mut enforcement, mut maps) = Enforcement::load(&pins)?;
+    maps.settings.set_mode(config.audit.mode)?;
+    let audit_log = audit::open_log(config.audit.log_path.as_path())?;
     tracing::info!(
         hooks = ?enforcement.hooks,
         pin_dir = %pins.root().display(),
@@ -53,9 +62,12 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         rescan_secs = config.protect.rescan_interval_secs.duration().as_secs(),
         "protected files marked"
     );
+    let known_paths = protector.known_paths();
+    let (patterns_tx, patterns_rx) = tokio::sync::watch::channel(protected_patterns(&config));
     tokio::spawn(watch::keep_marked(
         protector,
         config.protect.rescan_interval_secs.duration(),
+        patterns_rx,
     ));
 
     if let Some(logger) = enforcement.kernel_log.take() {
@@ -69,19 +81,117 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         domains: Domains::new(Box::new(maps.task_domains)),
         hooks: enforcement.hooks.clone(),
     });
+    let (rate_tx, rate_rx) = tokio::sync::watch::channel(audit_rate(&config));
+    let trail = AuditTrail {
+        events: maps.audit_events,
+        lost: maps.audit_lost,
+        log_path: config.audit.log_path.as_path().to_owned(),
+        rate: rate_rx,
+        paths: known_paths,
+    };
+    tokio::spawn(trail.run(audit_log, state.clone()));
+    let mut live = Live {
+        config,
+        path: config_path,
+        settings: maps.settings,
+        patterns: patterns_tx,
+        rate: rate_tx,
+    };
     tracing::info!(
         socket = %socket_path.display(),
-        mode = %config.api.socket_mode,
+        socket_mode = %live.config.api.socket_mode,
+        mode = live.config.audit.mode.as_str(),
+        audit_log = %live.config.audit.log_path.as_path().display(),
         pid = std::process::id(),
         "bulkhead agent ready"
     );
 
-    tokio::select! {
-        served = server::serve(listener, state) => served,
-        signal = shutdown_signal() => {
-            tracing::warn!(signal, pin_dir = %pins.root().display(), "agent stopping; the pinned programs keep enforcing (bulkhead uninstall removes them)");
-            Ok(())
+    let serving = server::serve(listener, state);
+    tokio::pin!(serving);
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            served = &mut serving => return served,
+            _ = hangup.recv() => live.reload(),
+            signal = &mut shutdown => {
+                tracing::warn!(signal, pin_dir = %pins.root().display(), "agent stopping; the pinned programs keep enforcing (bulkhead uninstall removes them)");
+                return Ok(());
+            }
         }
+    }
+}
+
+fn audit_rate(config: &NodeConfig) -> Rate {
+    Rate {
+        per_sec: config.audit.rate_per_sec.get() as f64,
+        burst: config.audit.burst.get() as f64,
+    }
+}
+
+/// What a SIGHUP can change while the agent runs.
+struct Live {
+    config: NodeConfig,
+    path: PathBuf,
+    settings: Settings,
+    patterns: tokio::sync::watch::Sender<Vec<String>>,
+    rate: tokio::sync::watch::Sender<Rate>,
+}
+
+impl Live {
+    /// Re-reads the config file. A file that does not validate changes nothing; a valid one
+    /// applies the mode, the protected paths and the audit rate at once, and names the keys
+    /// that only a restart applies.
+    fn reload(&mut self) {
+        let new = match NodeConfig::load(&self.path) {
+            Ok(new) => new,
+            Err(err) => {
+                tracing::error!(error = %err, "config reload refused; the running configuration stays in force");
+                return;
+            }
+        };
+        if new.audit.mode != self.config.audit.mode {
+            if let Err(err) = self.settings.set_mode(new.audit.mode) {
+                tracing::error!(
+                    error = format!("{err:#}"),
+                    "config reload: mode not changed; nothing else applied"
+                );
+                return;
+            }
+            tracing::warn!(
+                from = self.config.audit.mode.as_str(),
+                to = new.audit.mode.as_str(),
+                "enforcement mode changed"
+            );
+        }
+        self.patterns.send_replace(protected_patterns(&new));
+        self.rate.send_replace(audit_rate(&new));
+        let mut restart_only = Vec::new();
+        if new.api != self.config.api {
+            restart_only.push("[api]");
+        }
+        if new.agent != self.config.agent {
+            restart_only.push("[agent]");
+        }
+        if new.audit.log_path != self.config.audit.log_path {
+            restart_only.push("audit.log_path");
+        }
+        if new.protect.rescan_interval_secs != self.config.protect.rescan_interval_secs {
+            restart_only.push("protect.rescan_interval_secs");
+        }
+        if restart_only.is_empty() {
+            tracing::info!(mode = new.audit.mode.as_str(), "config reloaded");
+        } else {
+            tracing::warn!(keys = ?restart_only, "config reloaded; these keys take effect only at the next start");
+        }
+        // Keys that need a restart keep their running values until then.
+        let mut applied = new;
+        applied.api = self.config.api.clone();
+        applied.agent = self.config.agent.clone();
+        applied.audit.log_path = self.config.audit.log_path.clone();
+        applied.protect.rescan_interval_secs = self.config.protect.rescan_interval_secs;
+        self.config = applied;
     }
 }
 
@@ -137,7 +247,6 @@ fn forward_kernel_log(logger: aya_log::EbpfLogger<&'static dyn log::Log>) -> any
 }
 
 async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),

@@ -2,6 +2,7 @@
 //! brokers its tokens. One module per concern; see README.md for the architecture.
 
 pub mod api;
+pub mod audit;
 pub mod config;
 pub mod daemon;
 pub mod domains;

@@ -47,7 +47,11 @@ pub fn main(args: &[String]) -> i32 {
         ["sigchld-parent"] => sigchld_parent(),
         ["kernel", op] => report(kernel_access::attempt(op)),
         ["attack-loop", sup, stop_file] => attack_loop(sup, stop_file),
+        ["flood", count] => flood(count),
         ["file-when", go_file, op, path] => {
+            // Running here means `bulkhead exec` has sealed us; tell the suite.
+            println!("ready");
+            std::io::stdout().flush().expect("stdout");
             wait_for(go_file);
             report(file_access::attempt(op, &[path]))
         }
@@ -550,4 +554,16 @@ fn attack_loop(sup: &str, stop_file: &str) -> i32 {
     } else {
         EXIT_WRONG
     }
+}
+
+/// Prints this process's domain, then makes `count` refused reads of a protected file.
+fn flood(count: &str) -> i32 {
+    println!("{}", own_domain());
+    let count: u32 = count.parse().expect("count");
+    for _ in 0..count {
+        if file_access::attempt("read", &[crate::fixtures::SECRET]) != Outcome::Denied {
+            return EXIT_WRONG;
+        }
+    }
+    EXIT_OK
 }

@@ -12,6 +12,7 @@ mod harness;
 mod helper;
 mod kernel_access;
 mod scenarios;
+mod scenarios_audit;
 mod scenarios_files;
 mod scenarios_kernel;
 mod scenarios_lifecycle;

@@ -104,6 +104,10 @@ fn signal(pid: i32, sig: i32) -> Result<(), String> {
     }
 }
 
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
+}
+
 fn attack_across_restarts() -> Result<(), String> {
     let stop = "/tmp/bulkhead-attack-stop";
     let _ = std::fs::remove_file(stop);
@@ -120,12 +124,15 @@ fn attack_across_restarts() -> Result<(), String> {
     let log_before = std::fs::read_to_string(AGENT_LOG).unwrap_or_default().len();
     std::thread::sleep(Duration::from_millis(500));
 
-    let run = || -> Result<(), String> {
+    let mut down = (String::new(), String::new());
+    let mut run = || -> Result<(), String> {
         // 1. The agent dies without warning; the pinned programs must keep refusing.
         let first = status()?.pid as i32;
         signal(first, libc::SIGKILL)?;
         wait_gone(first)?;
+        down.0 = now_rfc3339();
         std::thread::sleep(Duration::from_secs(1));
+        down.1 = now_rfc3339();
         // 2. A new agent adopts the pinned maps and swaps in its own programs.
         let second = start_agent()? as i32;
         // 3. A graceful stop and another start: a program upgrade.
@@ -155,6 +162,23 @@ fn attack_across_restarts() -> Result<(), String> {
             "expected two adoptions replacing one generation each, log shows {adopted} and {replaced}"
         ));
     }
+    // Refusals made while no agent ran were kept in the pinned ring and written by the next.
+    let (from, to) = down;
+    let while_down = crate::scenarios_audit::records_since(0)
+        .into_iter()
+        .filter(|r| r["type"] == "access")
+        .filter(|r| {
+            r["time"]
+                .as_str()
+                .is_some_and(|t| *t > *from.as_str() && *t < *to.as_str())
+        })
+        .count();
+    println!(
+        "BULKHEAD-NOTE audit records of refusals made while no agent ran, written after restart: {while_down}"
+    );
+    if while_down == 0 {
+        return Err(format!("no audit record stamped between {from} and {to}"));
+    }
     let generations = std::fs::read_dir(format!("{PIN_DIR}/links"))
         .map_err(|err| err.to_string())?
         .count();
@@ -174,9 +198,19 @@ fn uninstall() -> Result<(), String> {
         .args(["exec", "--label", "before-uninstall", "--"])
         .arg(&exe)
         .args(["helper", "file-when", go, "read", SECRET])
-        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
         .spawn()
         .map_err(|err| err.to_string())?;
+    // Only once it is sealed may the agent go away.
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(sealed.stdout.take().expect("piped")),
+        &mut ready,
+    )
+    .map_err(|err| err.to_string())?;
+    if ready.trim() != "ready" {
+        return Err(format!("sealed reader did not start: {ready:?}"));
+    }
     // Refused while the agent runs.
     let refused = Command::new("bulkhead")
         .args(["uninstall", "--config", CONFIG])

@@ -20,6 +20,20 @@ pub struct KernelLayout {
     pub dentry_d_inode: u16,
     /// Where a file's owner record is: `file->f_owner`.
     pub file_f_owner: FileOwnerField,
+    /// Offsets used only to describe audit events (never for a decision).
+    pub describe: DescribeOffsets,
+}
+
+/// Where the audit records find a target task's pid, tgid and comm, and an inode's number and
+/// device. A wrong value here garbles a log line, nothing more; zero means "leave it empty".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DescribeOffsets {
+    pub task_pid: u64,
+    pub task_tgid: u64,
+    pub task_comm: u64,
+    pub inode_ino: u64,
+    pub inode_sb: u64,
+    pub sb_dev: u64,
 }
 
 /// `struct file`'s `f_owner`: embedded up to Linux 6.11, a pointer to a lazily allocated
@@ -60,7 +74,19 @@ impl KernelLayout {
                 }
             }
         };
+        let any = |structure: &str, member: &str| {
+            field(&btf, structure, member, FieldShape::Any).map_or(0, u64::from)
+        };
+        let describe = DescribeOffsets {
+            task_pid: any("task_struct", "pid"),
+            task_tgid: any("task_struct", "tgid"),
+            task_comm: any("task_struct", "comm"),
+            inode_ino: any("inode", "i_ino"),
+            inode_sb: any("inode", "i_sb"),
+            sb_dev: any("super_block", "s_dev"),
+        };
         Ok(Self {
+            describe,
             dentry_d_inode: u16::try_from(dentry_d_inode)
                 .ok()
                 .filter(|offset| i16::try_from(*offset).is_ok())
@@ -75,6 +101,8 @@ impl KernelLayout {
 enum FieldShape {
     PointerTo(&'static str),
     Embedded(&'static str),
+    /// Only the offset matters (describing fields).
+    Any,
 }
 
 /// Byte offset of `structure.member`, after checking the member has the expected shape.
@@ -97,6 +125,9 @@ fn field(btf: &Btf, structure: &str, member: &str, shape: FieldShape) -> anyhow:
         {
             bail!("{structure}.{member} is a bitfield in this kernel");
         }
+        if matches!(shape, FieldShape::Any) {
+            return Ok(candidate.bit_offset() / 8);
+        }
         let ty = skip_qualifiers(btf, btf.resolve_chained_type(candidate)?)?;
         let ok = match (&shape, &ty) {
             (FieldShape::PointerTo(name), Type::Ptr(ptr)) => {
@@ -112,6 +143,7 @@ fn field(btf: &Btf, structure: &str, member: &str, shape: FieldShape) -> anyhow:
             let expected = match shape {
                 FieldShape::PointerTo(name) => format!("struct {name} *"),
                 FieldShape::Embedded(name) => format!("struct {name}"),
+                FieldShape::Any => unreachable!("returned above"),
             };
             bail!("{structure}.{member} is not a {expected} in this kernel");
         }
@@ -152,6 +184,22 @@ mod tests {
         assert!(layout.dentry_d_inode > 0 && layout.dentry_d_inode < 256);
         assert_eq!(layout.file_f_owner.offset % 8, 0);
         assert!(layout.file_f_owner.offset > 0 && layout.file_f_owner.offset < 512);
+        let d = layout.describe;
+        for offset in [
+            d.task_pid,
+            d.task_tgid,
+            d.task_comm,
+            d.inode_ino,
+            d.inode_sb,
+            d.sb_dev,
+        ] {
+            assert!(offset > 0 && offset < 8192, "{d:?}");
+        }
+        assert_eq!(
+            d.task_tgid,
+            d.task_pid + 4,
+            "pid and tgid are adjacent in task_struct"
+        );
     }
 
     #[test]

@@ -10,10 +10,13 @@ pub mod task_storage;
 use anyhow::{Context, anyhow};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{Map, MapFd},
+    maps::{Array, Map, MapData, MapFd, PerCpuArray, RingBuf},
     programs::{Lsm, links::FdLink},
 };
 use aya_log::EbpfLogger;
+use bulkhead_common::audit::{
+    AUDIT_EVENTS_MAP, AUDIT_LOST_MAP, MODE_AUDIT, MODE_ENFORCE, SETTINGS_MAP,
+};
 use bulkhead_common::{
     FILE_F_OWNER_IS_POINTER_GLOBAL, FILE_F_OWNER_OFFSET_GLOBAL, LSM_PROGRAMS, PROTECTED_INODE_MAP,
     TASK_DOMAIN_MAP,
@@ -41,10 +44,42 @@ pub struct Enforcement {
     pub replaced_generations: usize,
 }
 
-/// The maps the rest of the agent writes to.
+/// The maps the rest of the agent reads and writes.
 pub struct EnforcementMaps {
     pub task_domains: TaskDomainMap,
     pub protected_inodes: ProtectedInodeMap,
+    pub audit_events: RingBuf<MapData>,
+    pub audit_lost: PerCpuArray<MapData, u64>,
+    pub settings: Settings,
+}
+
+/// The node's mode, in the SETTINGS map the programs read on every refusal.
+pub struct Settings {
+    map: Array<MapData, u64>,
+}
+
+impl Settings {
+    pub fn set_mode(&mut self, mode: crate::config::Mode) -> anyhow::Result<()> {
+        let value = match mode {
+            crate::config::Mode::Enforce => MODE_ENFORCE,
+            crate::config::Mode::Audit => MODE_AUDIT,
+        };
+        self.map
+            .set(0, value, 0)
+            .context("writing the mode into the SETTINGS map")
+    }
+}
+
+/// Takes a map of the loaded object out as its aya type.
+fn take_map<T>(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<T>
+where
+    T: TryFrom<Map>,
+    <T as TryFrom<Map>>::Error: std::error::Error + Send + Sync + 'static,
+{
+    ebpf.take_map(name)
+        .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))?
+        .try_into()
+        .with_context(|| format!("map {name} has an unexpected type"))
 }
 
 impl Enforcement {
@@ -79,6 +114,12 @@ impl Enforcement {
                 &u64::from(layout.file_f_owner.is_pointer),
                 true,
             )
+            .override_global("TASK_PID_OFFSET", &layout.describe.task_pid, true)
+            .override_global("TASK_TGID_OFFSET", &layout.describe.task_tgid, true)
+            .override_global("TASK_COMM_OFFSET", &layout.describe.task_comm, true)
+            .override_global("INODE_INO_OFFSET", &layout.describe.inode_ino, true)
+            .override_global("INODE_SB_OFFSET", &layout.describe.inode_sb, true)
+            .override_global("SB_DEV_OFFSET", &layout.describe.sb_dev, true)
             .load(object.bytes())
             .context("loading the eBPF object into the kernel")?;
 
@@ -93,14 +134,12 @@ impl Enforcement {
 
         let maps = EnforcementMaps {
             task_domains: TaskDomainMap::new(local_storage_map(&ebpf, TASK_DOMAIN_MAP)?),
-            protected_inodes: ProtectedInodeMap::new(
-                ebpf.take_map(PROTECTED_INODE_MAP)
-                    .ok_or_else(|| {
-                        anyhow!("map {PROTECTED_INODE_MAP} missing from the eBPF object")
-                    })?
-                    .try_into()
-                    .with_context(|| format!("map {PROTECTED_INODE_MAP} is not inode storage"))?,
-            ),
+            protected_inodes: ProtectedInodeMap::new(take_map(&mut ebpf, PROTECTED_INODE_MAP)?),
+            audit_events: take_map(&mut ebpf, AUDIT_EVENTS_MAP)?,
+            audit_lost: take_map(&mut ebpf, AUDIT_LOST_MAP)?,
+            settings: Settings {
+                map: take_map(&mut ebpf, SETTINGS_MAP)?,
+            },
         };
 
         let generation = pins.new_generation()?;

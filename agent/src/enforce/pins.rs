@@ -4,6 +4,8 @@
 //! <pin_dir>/maps/TASK_DOMAIN       domains of live tasks (adopted by the next agent)
 //! <pin_dir>/maps/PROTECTED_INODE   protected-inode marks
 //! <pin_dir>/maps/FILE_OWNER        which domain set each file owner
+//! <pin_dir>/maps/AUDIT_EVENTS      audit ring buffer; AUDIT_LOST its overflow count
+//! <pin_dir>/maps/SETTINGS          enforce or audit mode
 //! <pin_dir>/links/<generation>/<hook>   one attached program per hook
 //! ```
 //!
@@ -23,11 +25,15 @@ use anyhow::{Context, bail};
 /// `statfs` magic of the BPF filesystem.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
-/// The maps shared between agent generations (the log ring is per agent and is not pinned).
-pub const PINNED_MAPS: [&str; 3] = [
+/// The maps shared between agent generations (aya-log's ring is per agent and is not pinned).
+/// The audit ring is: events written while no agent runs wait for the next one.
+pub const PINNED_MAPS: [&str; 6] = [
     bulkhead_common::TASK_DOMAIN_MAP,
     bulkhead_common::PROTECTED_INODE_MAP,
     bulkhead_common::FILE_OWNER_MAP,
+    bulkhead_common::audit::AUDIT_EVENTS_MAP,
+    bulkhead_common::audit::AUDIT_LOST_MAP,
+    bulkhead_common::audit::SETTINGS_MAP,
 ];
 
 #[derive(Debug, Clone)]
@@ -209,7 +215,7 @@ mod tests {
             fs::write(pins.map(name), "").unwrap();
         }
         assert!(pins.has_pinned_maps());
-        assert_eq!(pins.remove_all().unwrap(), (1, 3));
+        assert_eq!(pins.remove_all().unwrap(), (1, PINNED_MAPS.len()));
         assert!(!pins.root().exists());
         // Idempotent: a second uninstall finds nothing and succeeds.
         assert_eq!(pins.remove_all().unwrap(), (0, 0));

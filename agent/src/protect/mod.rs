@@ -16,11 +16,17 @@ pub use scan::{Protector, ScanReport};
 /// Where marks go: the kernel's inode-storage map in the agent, a recorder in tests.
 pub trait InodeMarker: Send {
     fn protect(&mut self, inode: BorrowedFd<'_>) -> io::Result<()>;
+    fn unprotect(&mut self, inode: BorrowedFd<'_>) -> io::Result<()>;
 }
 
 impl InodeMarker for crate::enforce::inode_marks::ProtectedInodeMap {
     fn protect(&mut self, inode: BorrowedFd<'_>) -> io::Result<()> {
         crate::enforce::inode_marks::ProtectedInodeMap::protect(self, inode)
+            .map_err(io::Error::other)
+    }
+
+    fn unprotect(&mut self, inode: BorrowedFd<'_>) -> io::Result<()> {
+        crate::enforce::inode_marks::ProtectedInodeMap::unprotect(self, inode)
             .map_err(io::Error::other)
     }
 }

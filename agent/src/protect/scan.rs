@@ -2,7 +2,7 @@
 //! mark its inode (and, for a directory, every inode below it).
 
 use std::{
-    collections::HashSet,
+    collections::HashMap,
     fs::File,
     os::{
         fd::AsFd,
@@ -14,6 +14,7 @@ use std::{
 use anyhow::{Context, bail};
 
 use super::InodeMarker;
+use crate::audit::KnownPaths;
 
 /// More inodes than this below the protected paths is almost certainly a misconfiguration
 /// (protecting a whole tree of data rather than secrets); the scan stops with an error.
@@ -26,7 +27,9 @@ type InodeId = (u64, u64);
 pub struct Protector {
     patterns: Vec<String>,
     marker: Box<dyn InodeMarker>,
-    marked: HashSet<InodeId>,
+    /// Every inode marked by the last pass, with the path it was found at.
+    marked: HashMap<InodeId, PathBuf>,
+    known: KnownPaths,
 }
 
 #[derive(Debug, Default)]
@@ -37,6 +40,8 @@ pub struct ScanReport {
     pub newly_marked: Vec<PathBuf>,
     /// Patterns that matched nothing this time.
     pub unmatched: Vec<String>,
+    /// Paths no pattern covers any more (after a reload) whose marks were removed.
+    pub unprotected: Vec<PathBuf>,
 }
 
 impl Protector {
@@ -45,8 +50,19 @@ impl Protector {
         Self {
             patterns,
             marker,
-            marked: HashSet::new(),
+            marked: HashMap::new(),
+            known: KnownPaths::default(),
         }
+    }
+
+    /// Where the audit trail looks up the path of a protected inode.
+    pub fn known_paths(&self) -> KnownPaths {
+        self.known.clone()
+    }
+
+    /// New patterns (config reload); they apply at the next scan.
+    pub fn set_patterns(&mut self, patterns: Vec<String>) {
+        self.patterns = patterns;
     }
 
     pub fn patterns(&self) -> &[String] {
@@ -63,7 +79,7 @@ impl Protector {
         let mut pass = Pass {
             marker: &mut *self.marker,
             previously: &previously,
-            seen: HashSet::new(),
+            seen: HashMap::new(),
             report: ScanReport::default(),
         };
         for pattern in &self.patterns {
@@ -81,16 +97,70 @@ impl Protector {
         let Pass {
             seen, mut report, ..
         } = pass;
+        // An inode still at the path it was marked at, but no longer named by any pattern,
+        // was dropped from the config: unmark it. (A replaced or moved file is no longer at
+        // its old path and keeps its mark.)
+        for (id, path) in &previously {
+            if !seen.contains_key(id) && still_at(path, *id)? {
+                report.unprotected.push(path.clone());
+            }
+        }
+        for path in &report.unprotected {
+            if let Some(file) = open_path(path, false)? {
+                self.marker
+                    .unprotect(file.as_fd())
+                    .with_context(|| format!("unmarking {}", path.display()))?;
+            }
+        }
         report.inodes = seen.len();
+        if let Ok(mut known) = self.known.lock() {
+            *known = seen
+                .iter()
+                .map(|((dev, ino), path)| {
+                    (
+                        (
+                            u64::from(libc::major(*dev)),
+                            u64::from(libc::minor(*dev)),
+                            *ino,
+                        ),
+                        path.clone(),
+                    )
+                })
+                .collect();
+        }
         self.marked = seen;
         Ok(report)
     }
 }
 
+/// Opens `path` with O_PATH (no read access needed, works on any file type); `None` if it
+/// does not exist.
+fn open_path(path: &Path, follow: bool) -> anyhow::Result<Option<File>> {
+    let mut flags = libc::O_PATH | libc::O_CLOEXEC;
+    if !follow {
+        flags |= libc::O_NOFOLLOW;
+    }
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+    {
+        Ok(file) => Ok(Some(file)),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err).with_context(|| format!("opening {}", path.display())),
+    }
+}
+
+fn still_at(path: &Path, id: InodeId) -> anyhow::Result<bool> {
+    Ok(std::fs::symlink_metadata(path)
+        .map(|meta| (meta.dev(), meta.ino()) == id)
+        .unwrap_or(false))
+}
+
 struct Pass<'a> {
     marker: &'a mut dyn InodeMarker,
-    previously: &'a HashSet<InodeId>,
-    seen: HashSet<InodeId>,
+    previously: &'a HashMap<InodeId, PathBuf>,
+    seen: HashMap<InodeId, PathBuf>,
     report: ScanReport,
 }
 
@@ -113,22 +183,12 @@ impl Pass<'_> {
     /// Opens `path` with O_PATH (no read access needed, works on any file type) and marks the
     /// inode. `None` when the path vanished in the meantime; otherwise whether it is a directory.
     fn mark_path(&mut self, path: &Path, follow: bool) -> anyhow::Result<Option<bool>> {
-        let mut flags = libc::O_PATH | libc::O_CLOEXEC;
-        if !follow {
-            flags |= libc::O_NOFOLLOW;
-        }
-        let file = match std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(flags)
-            .open(path)
-        {
-            Ok(file) => file,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(err) => return Err(err).with_context(|| format!("opening {}", path.display())),
+        let Some(file) = open_path(path, follow)? else {
+            return Ok(None);
         };
         let meta = File::metadata(&file).with_context(|| format!("stat {}", path.display()))?;
         let id = (meta.dev(), meta.ino());
-        if self.seen.insert(id) {
+        if self.seen.insert(id, path.to_owned()).is_none() {
             if self.seen.len() > MAX_PROTECTED_INODES {
                 bail!(
                     "more than {MAX_PROTECTED_INODES} inodes below the protected paths (at {}); \
@@ -139,7 +199,7 @@ impl Pass<'_> {
             self.marker
                 .protect(file.as_fd())
                 .with_context(|| format!("marking {} protected in the kernel", path.display()))?;
-            if !self.previously.contains(&id) {
+            if !self.previously.contains_key(&id) {
                 self.report.newly_marked.push(path.to_owned());
             }
         }
@@ -171,6 +231,15 @@ mod tests {
             }
             let meta = nix::sys::stat::fstat(inode)?;
             self.marks.lock().unwrap().push((meta.st_dev, meta.st_ino));
+            Ok(())
+        }
+
+        fn unprotect(&mut self, inode: BorrowedFd<'_>) -> io::Result<()> {
+            let meta = nix::sys::stat::fstat(inode)?;
+            self.marks
+                .lock()
+                .unwrap()
+                .retain(|id| *id != (meta.st_dev, meta.st_ino));
             Ok(())
         }
     }
@@ -279,6 +348,28 @@ mod tests {
             !recorder.marked(&root.join("elsewhere.txt")),
             "links inside a protected directory must not extend protection elsewhere"
         );
+    }
+
+    #[test]
+    fn a_path_dropped_from_the_config_is_unmarked_and_known_paths_follow() {
+        let dir = tempfile::tempdir().unwrap();
+        let keep = dir.path().join("keep.cfg");
+        let drop = dir.path().join("drop.cfg");
+        std::fs::write(&keep, "x").unwrap();
+        std::fs::write(&drop, "x").unwrap();
+        let (mut protector, recorder) =
+            protector(&[keep.display().to_string(), drop.display().to_string()]);
+        protector.scan().unwrap();
+        assert!(recorder.marked(&drop));
+        assert_eq!(protector.known_paths().lock().unwrap().len(), 2);
+        protector.set_patterns(vec![keep.display().to_string()]);
+        let report = protector.scan().unwrap();
+        assert_eq!(report.unprotected, std::slice::from_ref(&drop));
+        assert!(!recorder.marked(&drop));
+        assert!(recorder.marked(&keep));
+        let known = protector.known_paths();
+        let known = known.lock().unwrap();
+        assert_eq!(known.values().collect::<Vec<_>>(), [&keep]);
     }
 
     #[test]

@@ -50,9 +50,14 @@ pub fn watch_dirs(patterns: &[String]) -> BTreeSet<PathBuf> {
 }
 
 /// Runs until the agent stops. Rescan errors are logged loudly and retried on the next
-/// trigger; the protection already in place stays.
-pub async fn keep_marked(mut protector: Protector, interval: Duration) {
-    let dirs = watch_dirs(protector.patterns());
+/// trigger; the protection already in place stays. New patterns (a config reload) arrive on
+/// `patterns` and are applied by an immediate rescan.
+pub async fn keep_marked(
+    mut protector: Protector,
+    interval: Duration,
+    mut patterns: tokio::sync::watch::Receiver<Vec<String>>,
+) {
+    let mut dirs = watch_dirs(protector.patterns());
     let inotify = match Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
         .map_err(std::io::Error::from)
         // SAFETY: the Inotify owns its fd and keeps it open, unchanged, until it is dropped
@@ -82,6 +87,15 @@ pub async fn keep_marked(mut protector: Protector, interval: Duration) {
                     drain(inotify);
                 }
             }
+            update = patterns.changed() => {
+                if update.is_err() {
+                    // The daemon is shutting down; keep the marks as they are.
+                    std::future::pending::<()>().await;
+                }
+                let new = patterns.borrow_and_update().clone();
+                dirs = watch_dirs(&new);
+                protector.set_patterns(new);
+            }
         }
     }
 }
@@ -91,6 +105,9 @@ fn rescan(protector: &mut Protector) {
         Ok(report) => {
             for path in &report.newly_marked {
                 tracing::info!(path = %path.display(), "protected path now has a new inode; marked");
+            }
+            for path in &report.unprotected {
+                tracing::warn!(path = %path.display(), "no longer a protected path; mark removed");
             }
         }
         Err(err) => {

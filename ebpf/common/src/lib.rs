@@ -47,6 +47,8 @@ pub const FILE_F_OWNER_OFFSET_GLOBAL: &str = "FILE_F_OWNER_OFFSET";
 /// or an embedded struct (0).
 pub const FILE_F_OWNER_IS_POINTER_GLOBAL: &str = "FILE_F_OWNER_IS_PTR";
 
+pub mod audit;
+
 /// The LSM hooks the agent attaches, as (program name in the object, kernel hook name).
 ///
 /// `task_alloc` comes first: the agent attaches it before any hook that reads a domain, so there is

@@ -11,10 +11,10 @@ use core::ffi::c_void;
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use aya_log_ebpf::info;
-use bulkhead_common::NO_DOMAIN;
+use bulkhead_common::{NO_DOMAIN, audit::hook};
 
 use crate::{
-    EPERM,
+    audit::refuse_inode,
     kernel_layout::dentry_inode,
     protected_inode::{is_protected, protect},
     task_domain::current_domain,
@@ -33,15 +33,11 @@ pub fn inode_permission(ctx: LsmContext) -> i32 {
     if domain == NO_DOMAIN {
         return 0;
     }
-    if !is_protected(ctx.arg(0)) {
+    let inode: *mut c_void = ctx.arg(0);
+    if !is_protected(inode) {
         return 0;
     }
-    let mask: i32 = ctx.arg(1);
-    info!(
-        &ctx,
-        "bulkhead: inode_permission denied, domain {} mask {}", domain, mask
-    );
-    -EPERM
+    refuse_inode(hook::INODE_PERMISSION, ctx.arg(1), domain, inode)
 }
 
 /// A file or directory created inside a protected directory is protected from its first
@@ -65,7 +61,7 @@ pub fn inode_init_security(ctx: LsmContext) -> i32 {
 
 /// Denies a task in a domain any operation that names one of `inodes` when one is protected.
 #[inline(always)]
-fn deny_if_protected(ctx: &LsmContext, hook: &str, inodes: &[*mut c_void], previous: i32) -> i32 {
+fn deny_if_protected(hook: u32, inodes: &[*mut c_void], previous: i32) -> i32 {
     if previous != 0 {
         return previous;
     }
@@ -75,8 +71,7 @@ fn deny_if_protected(ctx: &LsmContext, hook: &str, inodes: &[*mut c_void], previ
     }
     for inode in inodes {
         if is_protected(*inode) {
-            info!(ctx, "bulkhead: {} denied, domain {}", hook, domain);
-            return -EPERM;
+            return refuse_inode(hook, 0, domain, *inode);
         }
     }
     0
@@ -86,14 +81,14 @@ fn deny_if_protected(ctx: &LsmContext, hook: &str, inodes: &[*mut c_void], previ
 pub fn inode_unlink(ctx: LsmContext) -> i32 {
     // inode_unlink(struct inode *dir, struct dentry *dentry)
     let victim = dentry_inode(ctx.arg(1));
-    deny_if_protected(&ctx, "inode_unlink", &[ctx.arg(0), victim], ctx.arg(2))
+    deny_if_protected(hook::INODE_UNLINK, &[ctx.arg(0), victim], ctx.arg(2))
 }
 
 #[lsm(hook = "inode_rmdir")]
 pub fn inode_rmdir(ctx: LsmContext) -> i32 {
     // inode_rmdir(struct inode *dir, struct dentry *dentry)
     let victim = dentry_inode(ctx.arg(1));
-    deny_if_protected(&ctx, "inode_rmdir", &[ctx.arg(0), victim], ctx.arg(2))
+    deny_if_protected(hook::INODE_RMDIR, &[ctx.arg(0), victim], ctx.arg(2))
 }
 
 /// Both the file being moved and a protected file it would replace.
@@ -104,8 +99,7 @@ pub fn inode_rename(ctx: LsmContext) -> i32 {
     let moved = dentry_inode(ctx.arg(1));
     let replaced = dentry_inode(ctx.arg(3));
     deny_if_protected(
-        &ctx,
-        "inode_rename",
+        hook::INODE_RENAME,
         &[ctx.arg(0), moved, ctx.arg(2), replaced],
         ctx.arg(4),
     )
@@ -117,7 +111,7 @@ pub fn inode_rename(ctx: LsmContext) -> i32 {
 pub fn inode_link(ctx: LsmContext) -> i32 {
     // inode_link(struct dentry *old_dentry, struct inode *dir, struct dentry *new_dentry)
     let source = dentry_inode(ctx.arg(0));
-    deny_if_protected(&ctx, "inode_link", &[source, ctx.arg(1)], ctx.arg(3))
+    deny_if_protected(hook::INODE_LINK, &[source, ctx.arg(1)], ctx.arg(3))
 }
 
 /// chmod, chown, truncate, utimes.
@@ -125,7 +119,7 @@ pub fn inode_link(ctx: LsmContext) -> i32 {
 pub fn inode_setattr(ctx: LsmContext) -> i32 {
     // inode_setattr(struct dentry *dentry, struct iattr *attr)  (Linux 6.1)
     let inode = dentry_inode(ctx.arg(0));
-    deny_if_protected(&ctx, "inode_setattr", &[inode], ctx.arg(2))
+    deny_if_protected(hook::INODE_SETATTR, &[inode], ctx.arg(2))
 }
 
 /// Extended attributes, which include POSIX ACLs (another way to change permissions).
@@ -134,7 +128,7 @@ pub fn inode_setxattr(ctx: LsmContext) -> i32 {
     // inode_setxattr(struct user_namespace *mnt_userns, struct dentry *dentry,
     //                const char *name, const void *value, size_t size, int flags)  (Linux 6.1)
     let inode = dentry_inode(ctx.arg(1));
-    deny_if_protected(&ctx, "inode_setxattr", &[inode], ctx.arg(6))
+    deny_if_protected(hook::INODE_SETXATTR, &[inode], ctx.arg(6))
 }
 
 #[lsm(hook = "inode_removexattr")]
@@ -142,5 +136,5 @@ pub fn inode_removexattr(ctx: LsmContext) -> i32 {
     // inode_removexattr(struct user_namespace *mnt_userns, struct dentry *dentry,
     //                   const char *name)  (Linux 6.1)
     let inode = dentry_inode(ctx.arg(1));
-    deny_if_protected(&ctx, "inode_removexattr", &[inode], ctx.arg(3))
+    deny_if_protected(hook::INODE_REMOVEXATTR, &[inode], ctx.arg(3))
 }

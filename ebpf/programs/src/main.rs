@@ -7,6 +7,7 @@
 #![no_std]
 #![no_main]
 
+mod audit;
 mod file_owner;
 mod files;
 mod kernel;

@@ -3,12 +3,14 @@
 
 use core::ffi::c_void;
 
-use aya_ebpf::{macros::lsm, programs::LsmContext};
+use aya_ebpf::{bindings::task_struct, macros::lsm, programs::LsmContext};
 use aya_log_ebpf::info;
-use bulkhead_common::NO_DOMAIN;
+use bulkhead_common::{NO_DOMAIN, audit::hook};
 
 use crate::{
-    ENOMEM, EPERM, file_owner,
+    ENOMEM,
+    audit::refuse_task,
+    file_owner,
     kernel_layout::file_owner_key,
     may_reach,
     task_domain::{current_domain, domain_of},
@@ -111,13 +113,18 @@ pub fn file_send_sigiotask(ctx: LsmContext) -> i32 {
     if setter == NO_DOMAIN {
         return 0;
     }
-    let target = domain_of(ctx.arg(0));
-    if may_reach(setter, target) {
+    let target: *mut task_struct = ctx.arg(0);
+    let target_domain = domain_of(target);
+    if may_reach(setter, target_domain) {
         return 0;
     }
-    info!(
-        &ctx,
-        "bulkhead: file_send_sigiotask denied, domain {} -> {}", setter, target
-    );
-    -EPERM
+    // The actor's domain is the owner-setter's; pid and comm in the record are those of the
+    // task whose I/O triggered the signal.
+    refuse_task(
+        hook::FILE_SEND_SIGIOTASK,
+        ctx.arg(2),
+        setter,
+        target,
+        target_domain,
+    )
 }

@@ -6,10 +6,12 @@
 
 use aya_ebpf::{bindings::task_struct, macros::lsm, programs::LsmContext};
 use aya_log_ebpf::info;
-use bulkhead_common::NO_DOMAIN;
+use bulkhead_common::{NO_DOMAIN, audit::hook};
 
 use crate::{
-    ENOMEM, EPERM, may_reach,
+    ENOMEM,
+    audit::refuse_task,
+    may_reach,
     task_domain::{current_domain, domain_of, label},
 };
 
@@ -41,7 +43,7 @@ pub fn task_alloc(ctx: LsmContext) -> i32 {
 
 /// The shared body of the hooks whose object is another task.
 #[inline(always)]
-fn check_reach(ctx: &LsmContext, hook: &str, target: *mut task_struct, previous: i32) -> i32 {
+fn check_reach(hook: u32, access: u32, target: *mut task_struct, previous: i32) -> i32 {
     if previous != 0 {
         return previous;
     }
@@ -53,11 +55,7 @@ fn check_reach(ctx: &LsmContext, hook: &str, target: *mut task_struct, previous:
     if may_reach(actor, target_domain) {
         return 0;
     }
-    info!(
-        ctx,
-        "bulkhead: {} denied, domain {} -> {}", hook, actor, target_domain
-    );
-    -EPERM
+    refuse_task(hook, access, actor, target, target_domain)
 }
 
 /// ptrace attach/seize, and every mm_access()/ptrace_may_access() user: /proc/<pid>/mem,
@@ -65,7 +63,12 @@ fn check_reach(ctx: &LsmContext, hook: &str, target: *mut task_struct, previous:
 #[lsm(hook = "ptrace_access_check")]
 pub fn ptrace_access_check(ctx: LsmContext) -> i32 {
     // ptrace_access_check(struct task_struct *child, unsigned int mode)
-    check_reach(&ctx, "ptrace_access_check", ctx.arg(0), ctx.arg(2))
+    check_reach(
+        hook::PTRACE_ACCESS_CHECK,
+        ctx.arg(1),
+        ctx.arg(0),
+        ctx.arg(2),
+    )
 }
 
 /// kill, tkill, tgkill, sigqueue, rt_sigqueueinfo, pidfd_send_signal, including signal 0
@@ -75,7 +78,7 @@ pub fn ptrace_access_check(ctx: LsmContext) -> i32 {
 pub fn task_kill(ctx: LsmContext) -> i32 {
     // task_kill(struct task_struct *p, struct kernel_siginfo *info, int sig,
     //           const struct cred *cred)
-    check_reach(&ctx, "task_kill", ctx.arg(0), ctx.arg(4))
+    check_reach(hook::TASK_KILL, ctx.arg(2), ctx.arg(0), ctx.arg(4))
 }
 
 /// PTRACE_TRACEME makes the parent the tracer of the current task. Both directions are refused
@@ -89,13 +92,10 @@ pub fn ptrace_traceme(ctx: LsmContext) -> i32 {
         return previous;
     }
     let current = current_domain();
-    let parent = domain_of(ctx.arg(0));
-    if current == parent {
+    let parent: *mut task_struct = ctx.arg(0);
+    let parent_domain = domain_of(parent);
+    if current == parent_domain {
         return 0;
     }
-    info!(
-        &ctx,
-        "bulkhead: ptrace_traceme denied, domain {} -> parent domain {}", current, parent
-    );
-    -EPERM
+    refuse_task(hook::PTRACE_TRACEME, 0, current, parent, parent_domain)
 }

@@ -1,0 +1,147 @@
+//! Turns a kernel audit event into the JSON object written to the audit log.
+
+use std::path::PathBuf;
+
+use bulkhead_common::audit::{
+    AuditEvent, DECISION_AUDITED, DECISION_DENIED, TARGET_INODE, TARGET_TASK, hook_name,
+};
+use serde_json::{Value, json};
+
+/// What the agent adds to the kernel's facts.
+pub struct Context<'a> {
+    /// Wall-clock time of the event, RFC 3339.
+    pub time: String,
+    pub actor_label: Option<&'a str>,
+    pub target_label: Option<&'a str>,
+    /// Where the agent knows the protected inode from.
+    pub path: Option<PathBuf>,
+}
+
+fn comm(bytes: &[u8; 16]) -> String {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+fn domain(id: u64) -> Value {
+    if id == 0 { Value::Null } else { json!(id) }
+}
+
+/// Linux `dev_t` as the kernel stores it (12-bit major, 20-bit minor) to "major:minor".
+fn device(dev: u64) -> String {
+    format!("{}:{}", dev >> 20, dev & 0xf_ffff)
+}
+
+pub fn to_json(event: &AuditEvent, context: &Context<'_>) -> Value {
+    let decision = match event.decision {
+        DECISION_DENIED => "denied",
+        DECISION_AUDITED => "audit-allowed",
+        _ => "unknown",
+    };
+    let mut record = json!({
+        "time": context.time,
+        "type": "access",
+        "hook": hook_name(event.hook),
+        "decision": decision,
+        "access": event.access,
+        "actor": {
+            "pid": event.actor_tgid,
+            "tid": event.actor_pid,
+            "uid": event.actor_uid,
+            "comm": comm(&event.actor_comm),
+            "domain": domain(event.actor_domain),
+            "label": context.actor_label,
+        },
+    });
+    match event.target_kind {
+        TARGET_TASK => {
+            record["target"] = json!({
+                "pid": event.target_tgid,
+                "tid": event.target_pid,
+                "comm": comm(&event.target_comm),
+                "domain": domain(event.target_domain),
+                "label": context.target_label,
+            });
+        }
+        TARGET_INODE => {
+            record["file"] = json!({
+                "device": device(event.dev),
+                "inode": event.inode,
+                "path": context.path.as_ref().map(|p| p.display().to_string()),
+            });
+        }
+        _ => {}
+    }
+    record
+}
+
+#[cfg(test)]
+mod tests {
+    use bulkhead_common::audit::hook;
+
+    use super::*;
+
+    fn comm_bytes(name: &str) -> [u8; 16] {
+        let mut bytes = [0; 16];
+        bytes[..name.len()].copy_from_slice(name.as_bytes());
+        bytes
+    }
+
+    #[test]
+    fn a_task_denial_names_both_sides() {
+        let mut event = AuditEvent::zeroed();
+        event.hook = hook::PTRACE_ACCESS_CHECK;
+        event.decision = DECISION_DENIED;
+        event.access = 0x11;
+        event.actor_domain = 42;
+        event.actor_pid = 101;
+        event.actor_tgid = 100;
+        event.actor_uid = 1000;
+        event.actor_comm = comm_bytes("python3");
+        event.target_kind = TARGET_TASK;
+        event.target_pid = 7;
+        event.target_tgid = 7;
+        event.target_comm = comm_bytes("airflow supervi");
+        let value = to_json(
+            &event,
+            &Context {
+                time: "2026-11-23T08:00:00Z".into(),
+                actor_label: Some("dag.task"),
+                target_label: None,
+                path: None,
+            },
+        );
+        assert_eq!(value["hook"], "ptrace_access_check");
+        assert_eq!(value["decision"], "denied");
+        assert_eq!(value["actor"]["pid"], 100);
+        assert_eq!(value["actor"]["tid"], 101);
+        assert_eq!(value["actor"]["comm"], "python3");
+        assert_eq!(value["actor"]["domain"], 42);
+        assert_eq!(value["actor"]["label"], "dag.task");
+        assert_eq!(value["target"]["domain"], Value::Null, "outside any domain");
+        assert_eq!(value["target"]["comm"], "airflow supervi");
+        assert!(value.get("file").is_none());
+    }
+
+    #[test]
+    fn a_file_denial_carries_device_inode_and_known_path() {
+        let mut event = AuditEvent::zeroed();
+        event.hook = hook::INODE_PERMISSION;
+        event.decision = DECISION_AUDITED;
+        event.target_kind = TARGET_INODE;
+        event.dev = (8 << 20) | 1;
+        event.inode = 1234;
+        let value = to_json(
+            &event,
+            &Context {
+                time: "t".into(),
+                actor_label: None,
+                target_label: None,
+                path: Some("/etc/airflow/airflow.cfg".into()),
+            },
+        );
+        assert_eq!(value["decision"], "audit-allowed");
+        assert_eq!(value["file"]["device"], "8:1");
+        assert_eq!(value["file"]["inode"], 1234);
+        assert_eq!(value["file"]["path"], "/etc/airflow/airflow.cfg");
+    }
+}

@@ -1,0 +1,132 @@
+//! The audit record every denial produces, as the programs write it into the ring buffer and
+//! the agent reads it back. One fixed-size `#[repr(C)]` struct: no parsing, no lengths.
+
+/// Name of the ring buffer carrying [`AuditEvent`]s; pinned, so events written while no agent
+/// runs wait for the next one.
+pub const AUDIT_EVENTS_MAP: &str = "AUDIT_EVENTS";
+/// Size of the ring buffer in bytes (a power of two, a multiple of the page size).
+pub const AUDIT_EVENTS_BYTES: u32 = 256 * 1024;
+/// Name of the one-entry array counting events lost because the ring buffer was full.
+pub const AUDIT_LOST_MAP: &str = "AUDIT_LOST";
+/// Name of the one-entry array holding the node's enforcement mode (see [`MODE_AUDIT`]).
+pub const SETTINGS_MAP: &str = "SETTINGS";
+
+/// `SETTINGS[0]` value: deny, and record the denial.
+pub const MODE_ENFORCE: u64 = 0;
+/// `SETTINGS[0]` value: record what would be denied, and allow it.
+pub const MODE_AUDIT: u64 = 1;
+
+/// What the hook decided.
+pub const DECISION_DENIED: u32 = 1;
+/// Audit mode: the hook would have denied, and allowed.
+pub const DECISION_AUDITED: u32 = 2;
+
+/// Which check produced the event. The agent names them with [`hook_name`].
+pub mod hook {
+    pub const PTRACE_ACCESS_CHECK: u32 = 1;
+    pub const PTRACE_TRACEME: u32 = 2;
+    pub const TASK_KILL: u32 = 3;
+    pub const FILE_SEND_SIGIOTASK: u32 = 4;
+    pub const INODE_PERMISSION: u32 = 5;
+    pub const INODE_UNLINK: u32 = 6;
+    pub const INODE_RMDIR: u32 = 7;
+    pub const INODE_RENAME: u32 = 8;
+    pub const INODE_LINK: u32 = 9;
+    pub const INODE_SETATTR: u32 = 10;
+    pub const INODE_SETXATTR: u32 = 11;
+    pub const INODE_REMOVEXATTR: u32 = 12;
+    pub const BPF: u32 = 13;
+    pub const LOCKED_DOWN: u32 = 14;
+    pub const KERNEL_LOAD_DATA: u32 = 15;
+    pub const KERNEL_READ_FILE: u32 = 16;
+    pub const SB_MOUNT: u32 = 17;
+    pub const SB_UMOUNT: u32 = 18;
+    pub const MOVE_MOUNT: u32 = 19;
+    pub const SB_PIVOTROOT: u32 = 20;
+}
+
+/// The LSM hook name for a [`hook`] id.
+pub fn hook_name(id: u32) -> &'static str {
+    match id {
+        hook::PTRACE_ACCESS_CHECK => "ptrace_access_check",
+        hook::PTRACE_TRACEME => "ptrace_traceme",
+        hook::TASK_KILL => "task_kill",
+        hook::FILE_SEND_SIGIOTASK => "file_send_sigiotask",
+        hook::INODE_PERMISSION => "inode_permission",
+        hook::INODE_UNLINK => "inode_unlink",
+        hook::INODE_RMDIR => "inode_rmdir",
+        hook::INODE_RENAME => "inode_rename",
+        hook::INODE_LINK => "inode_link",
+        hook::INODE_SETATTR => "inode_setattr",
+        hook::INODE_SETXATTR => "inode_setxattr",
+        hook::INODE_REMOVEXATTR => "inode_removexattr",
+        hook::BPF => "bpf",
+        hook::LOCKED_DOWN => "locked_down",
+        hook::KERNEL_LOAD_DATA => "kernel_load_data",
+        hook::KERNEL_READ_FILE => "kernel_read_file",
+        hook::SB_MOUNT => "sb_mount",
+        hook::SB_UMOUNT => "sb_umount",
+        hook::MOVE_MOUNT => "move_mount",
+        hook::SB_PIVOTROOT => "sb_pivotroot",
+        _ => "unknown",
+    }
+}
+
+/// What the target of an event is.
+pub const TARGET_NONE: u32 = 0;
+pub const TARGET_TASK: u32 = 1;
+pub const TARGET_INODE: u32 = 2;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// CLOCK_BOOTTIME at the event, in nanoseconds.
+    pub boot_ns: u64,
+    pub actor_domain: u64,
+    /// TARGET_TASK: the target's domain (0 = none).
+    pub target_domain: u64,
+    /// TARGET_INODE: inode number and the kernel's `dev_t` of its filesystem.
+    pub inode: u64,
+    pub dev: u64,
+    pub hook: u32,
+    pub decision: u32,
+    pub target_kind: u32,
+    /// Hook-specific: the permission mask, the signal, the bpf command, the lockdown reason.
+    pub access: u32,
+    pub actor_pid: u32,
+    pub actor_tgid: u32,
+    pub actor_uid: u32,
+    pub target_pid: u32,
+    pub target_tgid: u32,
+    pub _pad: u32,
+    pub actor_comm: [u8; 16],
+    pub target_comm: [u8; 16],
+}
+
+impl AuditEvent {
+    pub const fn zeroed() -> Self {
+        Self {
+            boot_ns: 0,
+            actor_domain: 0,
+            target_domain: 0,
+            inode: 0,
+            dev: 0,
+            hook: 0,
+            decision: 0,
+            target_kind: TARGET_NONE,
+            access: 0,
+            actor_pid: 0,
+            actor_tgid: 0,
+            actor_uid: 0,
+            target_pid: 0,
+            target_tgid: 0,
+            _pad: 0,
+            actor_comm: [0; 16],
+            target_comm: [0; 16],
+        }
+    }
+}
+
+// SAFETY: plain old data, `#[repr(C)]`, no padding holes (sizes add up to a multiple of 8).
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for AuditEvent {}

@@ -1,0 +1,139 @@
+//! Every refusal goes through here: it decides between enforce and audit mode, and writes the
+//! audit record into the ring buffer the agent reads.
+//!
+//! Target details (a task's pid and comm, an inode's number and device) are read with
+//! `bpf_probe_read_kernel` at offsets the agent sets from the kernel's BTF. They only describe
+//! the event; no decision depends on them, so a wrong offset could only garble a log line.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    bindings::task_struct,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        bpf_probe_read_kernel, generated::bpf_ktime_get_boot_ns,
+    },
+    macros::map,
+    maps::{Array, PerCpuArray, RingBuf},
+};
+use bulkhead_common::{
+    DomainId,
+    audit::{
+        AUDIT_EVENTS_BYTES, AuditEvent, DECISION_AUDITED, DECISION_DENIED, MODE_AUDIT,
+        TARGET_INODE, TARGET_TASK,
+    },
+};
+
+use crate::EPERM;
+
+#[map(name = "AUDIT_EVENTS")]
+static AUDIT_EVENTS: RingBuf = RingBuf::with_byte_size(AUDIT_EVENTS_BYTES, 0);
+
+/// Per CPU, so counting needs no atomics (which this target lacks); the agent adds them up.
+#[map(name = "AUDIT_LOST")]
+static AUDIT_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "SETTINGS")]
+static SETTINGS: Array<u64> = Array::with_max_entries(1, 0);
+
+// Offsets for describing targets, set by the agent from BTF; 0 = unknown, field left empty.
+#[unsafe(no_mangle)]
+static TASK_PID_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+static TASK_TGID_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+static TASK_COMM_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+static INODE_INO_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+static INODE_SB_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+static SB_DEV_OFFSET: u64 = 0;
+
+fn global(value: &'static u64) -> u64 {
+    // SAFETY: reading a global of this object; volatile so the build-time zero is not folded.
+    unsafe { core::ptr::read_volatile(value) }
+}
+
+/// Reads a `T` at `base + offset` of kernel memory, or `None` if unknown or unreadable.
+#[inline(always)]
+fn read_at<T>(base: u64, offset: &'static u64) -> Option<T> {
+    let offset = global(offset);
+    if base == 0 || offset == 0 {
+        return None;
+    }
+    // SAFETY: the helper checks the address; a failed read is an error, never a fault.
+    unsafe { bpf_probe_read_kernel((base + offset) as *const T) }.ok()
+}
+
+/// The verdict for a refusal: -EPERM in enforce mode, 0 (allow) in audit mode.
+#[inline(always)]
+fn verdict_and_record(mut event: AuditEvent) -> i32 {
+    let audit_only = SETTINGS.get(0).is_some_and(|mode| *mode == MODE_AUDIT);
+    event.decision = if audit_only {
+        DECISION_AUDITED
+    } else {
+        DECISION_DENIED
+    };
+    // SAFETY: helpers without arguments.
+    event.boot_ns = unsafe { bpf_ktime_get_boot_ns() };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    event.actor_pid = pid_tgid as u32;
+    event.actor_tgid = (pid_tgid >> 32) as u32;
+    event.actor_uid = bpf_get_current_uid_gid() as u32;
+    event.actor_comm = bpf_get_current_comm().unwrap_or_default();
+    if AUDIT_EVENTS.output::<AuditEvent>(&event, 0).is_err()
+        && let Some(lost) = AUDIT_LOST.get_ptr_mut(0)
+    {
+        // SAFETY: this CPU's own slot; programs run with preemption disabled.
+        unsafe { *lost += 1 };
+    }
+    if audit_only { 0 } else { -EPERM }
+}
+
+/// A refusal with no object beyond the hook itself (bpf, lockdown, modules, mounts).
+#[inline(always)]
+pub fn refuse(hook: u32, access: u32, actor: DomainId) -> i32 {
+    let mut event = AuditEvent::zeroed();
+    event.hook = hook;
+    event.access = access;
+    event.actor_domain = actor;
+    verdict_and_record(event)
+}
+
+/// A refusal to reach another task.
+#[inline(always)]
+pub fn refuse_task(
+    hook: u32,
+    access: u32,
+    actor: DomainId,
+    target: *mut task_struct,
+    target_domain: DomainId,
+) -> i32 {
+    let mut event = AuditEvent::zeroed();
+    event.hook = hook;
+    event.access = access;
+    event.actor_domain = actor;
+    event.target_kind = TARGET_TASK;
+    event.target_domain = target_domain;
+    let base = target as u64;
+    event.target_pid = read_at::<u32>(base, &TASK_PID_OFFSET).unwrap_or(0);
+    event.target_tgid = read_at::<u32>(base, &TASK_TGID_OFFSET).unwrap_or(0);
+    event.target_comm = read_at::<[u8; 16]>(base, &TASK_COMM_OFFSET).unwrap_or([0; 16]);
+    verdict_and_record(event)
+}
+
+/// A refusal to use a protected inode.
+#[inline(always)]
+pub fn refuse_inode(hook: u32, access: u32, actor: DomainId, inode: *mut c_void) -> i32 {
+    let mut event = AuditEvent::zeroed();
+    event.hook = hook;
+    event.access = access;
+    event.actor_domain = actor;
+    event.target_kind = TARGET_INODE;
+    let base = inode as u64;
+    event.inode = read_at::<u64>(base, &INODE_INO_OFFSET).unwrap_or(0);
+    let superblock = read_at::<u64>(base, &INODE_SB_OFFSET).unwrap_or(0);
+    event.dev = u64::from(read_at::<u32>(superblock, &SB_DEV_OFFSET).unwrap_or(0));
+    verdict_and_record(event)
+}
