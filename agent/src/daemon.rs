@@ -15,12 +15,14 @@ use crate::{
         handlers::AppState,
         server::{self, SocketGuard},
     },
-    audit::{self, AuditTrail, limiter::Rate},
+    audit::{AuditLog, AuditTrail, limiter::Rate},
     config::NodeConfig,
     domains::Domains,
     enforce::{Enforcement, Settings, pins::PinDir},
+    lifecycle::DomainEnds,
     preflight,
     protect::{Protector, watch},
+    state::StateDb,
 };
 
 pub async fn run(config: NodeConfig, config_path: PathBuf) -> anyhow::Result<()> {
@@ -33,10 +35,15 @@ pub async fn run(config: NodeConfig, config_path: PathBuf) -> anyhow::Result<()>
     // Before touching the kernel: a second agent would replace the running one's programs.
     server::ensure_no_agent_serving(socket_path)?;
 
+    // The state database before the kernel: its lock is a second guard against two agents,
+    // and a state directory that cannot be used stops the agent before anything changes.
+    prepare_state_dir(config.agent.state_dir.as_path())?;
+    let state_db = StateDb::open(config.agent.state_dir.as_path())?;
+    let audit_log = Arc::new(AuditLog::open(config.audit.log_path.as_path())?);
+
     let pins = PinDir::new(config.agent.pin_dir.as_path());
     let (mut enforcement, mut maps) = Enforcement::load(&pins)?;
     maps.settings.set_mode(config.audit.mode)?;
-    let audit_log = audit::open_log(config.audit.log_path.as_path())?;
     tracing::info!(
         hooks = ?enforcement.hooks,
         pin_dir = %pins.root().display(),
@@ -45,7 +52,6 @@ pub async fn run(config: NodeConfig, config_path: PathBuf) -> anyhow::Result<()>
         "LSM programs loaded, attached and pinned"
     );
 
-    prepare_state_dir(config.agent.state_dir.as_path())?;
     let mut protector =
         Protector::new(protected_patterns(&config), Box::new(maps.protected_inodes));
     let report = protector
@@ -77,19 +83,38 @@ pub async fn run(config: NodeConfig, config_path: PathBuf) -> anyhow::Result<()>
     let listener = server::bind(socket_path, config.api.socket_mode)?;
     let _socket = SocketGuard(socket_path.to_owned());
 
+    let domains = Arc::new(
+        Domains::new(
+            Box::new(maps.task_domains),
+            Box::new(maps.domain_census),
+            Box::new(state_db),
+        )
+        .context("reading the live domains from the state database")?,
+    );
+    tracing::info!(
+        recorded_domains = domains.count(),
+        "domains restored from the state database"
+    );
+    tokio::spawn(
+        DomainEnds {
+            events: maps.domain_events,
+            log: audit_log.clone(),
+        }
+        .run(domains.clone()),
+    );
     let state = Arc::new(AppState {
-        domains: Domains::new(Box::new(maps.task_domains)),
+        domains,
         hooks: enforcement.hooks.clone(),
     });
     let (rate_tx, rate_rx) = tokio::sync::watch::channel(audit_rate(&config));
     let trail = AuditTrail {
         events: maps.audit_events,
         lost: maps.audit_lost,
-        log_path: config.audit.log_path.as_path().to_owned(),
+        log: audit_log,
         rate: rate_rx,
         paths: known_paths,
     };
-    tokio::spawn(trail.run(audit_log, state.clone()));
+    tokio::spawn(trail.run(state.clone()));
     let mut live = Live {
         config,
         path: config_path,

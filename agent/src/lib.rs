@@ -8,6 +8,8 @@ pub mod daemon;
 pub mod domains;
 pub mod enforce;
 pub mod exec;
+pub mod lifecycle;
 pub mod peer;
 pub mod preflight;
 pub mod protect;
+pub mod state;

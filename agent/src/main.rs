@@ -5,7 +5,9 @@ use std::{ffi::OsString, path::PathBuf, process::ExitCode};
 use bulkhead::{
     api::{
         client::Client,
-        wire::{PATH_STATUS, PATH_WHOAMI, StatusResponse, WhoamiResponse},
+        wire::{
+            DomainsResponse, PATH_DOMAINS, PATH_STATUS, PATH_WHOAMI, StatusResponse, WhoamiResponse,
+        },
     },
     config::{DEFAULT_CONFIG_PATH, DEFAULT_SOCKET_PATH, NodeConfig},
     daemon, exec,
@@ -65,6 +67,20 @@ enum Command {
         #[arg(long, env = "BULKHEAD_SOCKET", default_value = DEFAULT_SOCKET_PATH)]
         socket: PathBuf,
     },
+    /// The node's domains (operators only: refused to a process inside a domain).
+    Domains {
+        #[command(subcommand)]
+        command: DomainsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DomainsCommand {
+    /// List the live domains with their labels, oldest first.
+    List {
+        #[arg(long, env = "BULKHEAD_SOCKET", default_value = DEFAULT_SOCKET_PATH)]
+        socket: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -88,6 +104,9 @@ fn main() -> ExitCode {
         Command::Status { socket } => print_response::<StatusResponse>(&socket, PATH_STATUS),
         Command::Whoami { socket } => print_response::<WhoamiResponse>(&socket, PATH_WHOAMI),
         Command::Uninstall { config } => uninstall(&config),
+        Command::Domains {
+            command: DomainsCommand::List { socket },
+        } => print_response::<DomainsResponse>(&socket, PATH_DOMAINS),
     }
 }
 

@@ -5,12 +5,15 @@ use std::io::{Read, Write};
 
 use bulkhead::api::{
     client::{Client, ClientError},
-    wire::{PATH_SEAL_SELF, PATH_WHOAMI, SealSelfRequest, SealSelfResponse, WhoamiResponse},
+    wire::{
+        DomainsResponse, PATH_DOMAINS, PATH_SEAL_SELF, PATH_WHOAMI, SealSelfRequest,
+        SealSelfResponse, WhoamiResponse,
+    },
 };
 
 use crate::{
     access::{self, Access, Outcome, Target, cstring},
-    file_access, kernel_access, signal_access,
+    domain_helpers, file_access, kernel_access, signal_access,
 };
 
 /// Bytes every process of this binary holds at a known address, for memory-read checks.
@@ -48,6 +51,10 @@ pub fn main(args: &[String]) -> i32 {
         ["kernel", op] => report(kernel_access::attempt(op)),
         ["attack-loop", sup, stop_file] => attack_loop(sup, stop_file),
         ["flood", count] => flood(count),
+        ["linger", go_file] => domain_helpers::linger(go_file),
+        ["fork-fail", cgroup] => domain_helpers::fork_fail(cgroup),
+        ["fork-churn", stop_file] => domain_helpers::fork_churn(stop_file),
+        ["list-domains"] => list_domains(),
         ["file-when", go_file, op, path] => {
             // Running here means `bulkhead exec` has sealed us; tell the suite.
             println!("ready");
@@ -160,7 +167,7 @@ fn wait_exit_code(pid: i32) -> i32 {
 }
 
 /// The domain this process was sealed into, as `bulkhead exec` passed it on.
-fn own_domain() -> String {
+pub(crate) fn own_domain() -> String {
     std::env::var("BULKHEAD_DOMAIN").unwrap_or_else(|_| "none".into())
 }
 
@@ -496,7 +503,7 @@ fn sigchld_parent() -> i32 {
     EXIT_OK
 }
 
-fn wait_for(path: &str) {
+pub(crate) fn wait_for(path: &str) {
     while !std::path::Path::new(path).exists() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
@@ -566,4 +573,16 @@ fn flood(count: &str) -> i32 {
         }
     }
     EXIT_OK
+}
+
+/// Asks the agent for the node's domains: allowed (0) or refused as a process inside a
+/// domain (10, "denied").
+fn list_domains() -> i32 {
+    match client().get::<DomainsResponse>(PATH_DOMAINS) {
+        Ok(_) => EXIT_OK,
+        Err(ClientError::Refused { code, .. }) if code == "inside_domain" => {
+            Outcome::Denied.exit_code()
+        }
+        Err(err) => report(Outcome::Error(format!("list domains: {err}"))),
+    }
 }

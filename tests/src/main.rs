@@ -6,6 +6,7 @@
 //! creates the protected files before the agent starts (fixtures.rs).
 
 mod access;
+mod domain_helpers;
 mod file_access;
 mod fixtures;
 mod harness;
@@ -13,6 +14,7 @@ mod helper;
 mod kernel_access;
 mod scenarios;
 mod scenarios_audit;
+mod scenarios_domains;
 mod scenarios_files;
 mod scenarios_kernel;
 mod scenarios_lifecycle;

@@ -13,7 +13,15 @@ use bulkhead::api::{
     wire::{PATH_STATUS, StatusResponse},
 };
 
-use crate::{AGENT_MARKER, access::Outcome, fixtures::SECRET, harness::Suite, scenarios::expect};
+use crate::{
+    AGENT_MARKER,
+    access::Outcome,
+    fixtures::SECRET,
+    harness::Suite,
+    scenarios::expect,
+    scenarios_audit::{log_len, records_since, wait_for_record},
+    scenarios_domains::{is_end_of, listed, sealed_helper},
+};
 
 const CONFIG: &str = "/etc/bulkhead/node.toml";
 const AGENT_LOG: &str = "/tmp/agent.log";
@@ -23,6 +31,10 @@ pub fn add(suite: &mut Suite<'_>) {
     suite.add(
         "lifecycle:attack-loop-across-kill-restart-upgrade",
         attack_across_restarts,
+    );
+    suite.add(
+        "lifecycle:domains-survive-restart-and-end-once",
+        domains_across_restarts,
     );
     suite.add("lifecycle:uninstall-detaches-everything", uninstall);
 }
@@ -188,6 +200,105 @@ fn attack_across_restarts() -> Result<(), String> {
     Ok(())
 }
 
+/// Domains and their labels survive a SIGKILL and restart and a program upgrade, while one of
+/// them forks and exits tasks throughout (two program generations are attached at once during
+/// each replacement, and must not count a task twice). Each then ends exactly once: one while
+/// the agent runs, one while no agent runs, recorded by the next from the pinned ring.
+fn domains_across_restarts() -> Result<(), String> {
+    let (go, stop) = ("/tmp/bulkhead-survivor-go", "/tmp/bulkhead-churn-stop");
+    let _ = std::fs::remove_file(go);
+    let _ = std::fs::remove_file(stop);
+    let offset = log_len();
+    let words = sealed_helper("survivor", &["linger", go])?;
+    let [survivor, grandchild] = words.as_slice() else {
+        return Err(format!("linger printed {words:?}"));
+    };
+    let grandchild: i32 = grandchild.parse().map_err(|_| "grandchild pid")?;
+    let exe = std::env::current_exe().map_err(|err| err.to_string())?;
+    let mut churn = Command::new("bulkhead")
+        .args(["exec", "--label", "churn", "--"])
+        .arg(&exe)
+        .args(["helper", "fork-churn", stop])
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|err| err.to_string())?;
+    let mut churn_out = std::io::BufReader::new(churn.stdout.take().expect("piped"));
+    let mut churn_domain = String::new();
+    std::io::BufRead::read_line(&mut churn_out, &mut churn_domain)
+        .map_err(|err| err.to_string())?;
+    let churn_domain = churn_domain.trim().to_owned();
+
+    let restarts = || -> Result<(), String> {
+        let first = status()?.pid as i32;
+        signal(first, libc::SIGKILL)?;
+        wait_gone(first)?;
+        let second = start_agent()? as i32;
+        signal(second, libc::SIGTERM)?;
+        wait_gone(second)?;
+        start_agent()?;
+        Ok(())
+    };
+    let restarted = restarts();
+    let both_listed =
+        listed(survivor, "survivor").and_then(|s| Ok((s, listed(&churn_domain, "churn")?)));
+    std::fs::write(stop, "").map_err(|err| err.to_string())?;
+    let mut forks = String::new();
+    let _ = std::io::Read::read_to_string(&mut churn_out, &mut forks);
+    let _ = churn.wait();
+    restarted?;
+    println!(
+        "BULKHEAD-NOTE fork churn across two program replacements: {}",
+        forks.trim()
+    );
+    if both_listed? != (true, true) {
+        return Err("a live domain or its label was lost across the restarts".into());
+    }
+    if let Some(early) = records_since(offset)
+        .into_iter()
+        .find(|r| is_end_of(survivor)(r) || is_end_of(&churn_domain)(r))
+    {
+        return Err(format!("a domain ended while its tasks ran: {early}"));
+    }
+    // The churn domain ends once its forker stops, and only once.
+    wait_for_record(offset, is_end_of(&churn_domain))?;
+    std::thread::sleep(Duration::from_millis(2500));
+    let churn_ends = records_since(offset)
+        .into_iter()
+        .filter(is_end_of(&churn_domain))
+        .count();
+    if churn_ends != 1 {
+        return Err(format!("{churn_ends} end records for the churn domain"));
+    }
+
+    // The survivor's last task exits while no agent runs.
+    let agent = status()?.pid as i32;
+    signal(agent, libc::SIGKILL)?;
+    wait_gone(agent)?;
+    std::fs::write(go, "").map_err(|err| err.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running(grandchild) {
+        if Instant::now() > deadline {
+            return Err("the survivor's last task did not exit".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let restarted_at = now_rfc3339();
+    start_agent()?;
+    let record = wait_for_record(offset, is_end_of(survivor))?;
+    if record["noticed"] != "event" || record["label"] != "survivor" {
+        return Err(format!("unexpected end record {record}"));
+    }
+    if record["time"]
+        .as_str()
+        .is_none_or(|t| t > restarted_at.as_str())
+    {
+        return Err(format!(
+            "end stamped after the restart ({restarted_at}), not when the task exited: {record}"
+        ));
+    }
+    Ok(())
+}
+
 /// After `bulkhead uninstall` a process sealed before it is free again (the control that the
 /// programs really are gone) and nothing is left in bpffs.
 fn uninstall() -> Result<(), String> {
@@ -240,5 +351,32 @@ fn uninstall() -> Result<(), String> {
         Some(10) => Outcome::Denied,
         other => Outcome::Error(format!("reader exited {other:?}")),
     };
-    expect(outcome, Outcome::Allowed)
+    expect(outcome, Outcome::Allowed)?;
+    ended_by_scan_after_uninstall()
+}
+
+/// The state database still records the domain sealed before the uninstall; the kernel's
+/// counts went with the pins. An agent started afterwards must end it by scanning (there was
+/// never an announcement to read), then it is stopped and removed again.
+fn ended_by_scan_after_uninstall() -> Result<(), String> {
+    let offset = log_len();
+    let agent = start_agent()? as i32;
+    let found = wait_for_record(offset, |r| {
+        r["type"] == "domain_ended" && r["label"] == "before-uninstall"
+    });
+    signal(agent, libc::SIGTERM)?;
+    wait_gone(agent)?;
+    let removed = Command::new("bulkhead")
+        .args(["uninstall", "--config", CONFIG])
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|err| err.to_string())?;
+    let record = found?;
+    if record["noticed"] != "scan" {
+        return Err(format!("expected an end noticed by scan: {record}"));
+    }
+    if !removed.success() {
+        return Err(format!("second uninstall failed: {removed}"));
+    }
+    Ok(())
 }

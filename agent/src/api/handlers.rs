@@ -6,8 +6,8 @@ use hyper::{Method, Response, StatusCode};
 use serde::Serialize;
 
 use super::wire::{
-    ErrorResponse, PATH_SEAL_SELF, PATH_STATUS, PATH_WHOAMI, SealSelfRequest, SealSelfResponse,
-    StatusResponse, WhoamiResponse,
+    DomainInfo, DomainsResponse, ErrorResponse, PATH_DOMAINS, PATH_SEAL_SELF, PATH_STATUS,
+    PATH_WHOAMI, SealSelfRequest, SealSelfResponse, StatusResponse, WhoamiResponse,
 };
 use crate::{
     domains::{Domains, Label, SealError},
@@ -15,7 +15,7 @@ use crate::{
 };
 
 pub struct AppState {
-    pub domains: Domains,
+    pub domains: std::sync::Arc<Domains>,
     pub hooks: Vec<&'static str>,
 }
 
@@ -51,7 +51,8 @@ pub fn route(
         (&Method::GET, PATH_STATUS) => status(state),
         (&Method::GET, PATH_WHOAMI) => whoami(state, peer),
         (&Method::POST, PATH_SEAL_SELF) => seal_self(state, peer, body),
-        (_, PATH_STATUS | PATH_WHOAMI | PATH_SEAL_SELF) => error(
+        (&Method::GET, PATH_DOMAINS) => list_domains(state, peer),
+        (_, PATH_STATUS | PATH_WHOAMI | PATH_SEAL_SELF | PATH_DOMAINS) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             format!("{method} is not allowed on {path}"),
@@ -92,6 +93,33 @@ fn whoami(state: &AppState, peer: &Peer) -> ApiResponse {
         ),
         Err(err) => seal_error(&err),
     }
+}
+
+fn list_domains(state: &AppState, peer: &Peer) -> ApiResponse {
+    match state.domains.lookup(peer) {
+        Ok(None) => {}
+        Ok(Some(_)) => {
+            return error(
+                StatusCode::FORBIDDEN,
+                "inside_domain",
+                "a process inside a domain cannot list the node's domains",
+            );
+        }
+        Err(err) => return seal_error(&err),
+    }
+    let domains = state
+        .domains
+        .live()
+        .into_iter()
+        .map(|record| DomainInfo {
+            id: record.id,
+            label: record.label.map(|label| label.as_str().to_owned()),
+            created: record.created,
+            sealed_pid: record.sealed_pid,
+            sealed_uid: record.sealed_uid,
+        })
+        .collect();
+    json(StatusCode::OK, &DomainsResponse { domains })
 }
 
 fn seal_self(state: &AppState, peer: &Peer, body: &[u8]) -> ApiResponse {
@@ -143,6 +171,8 @@ fn seal_error(err: &SealError) -> ApiResponse {
         SealError::MultiThreaded(_) => (StatusCode::CONFLICT, "multi_threaded"),
         SealError::Caller(_) => (StatusCode::BAD_REQUEST, "caller_unidentified"),
         SealError::Kernel(_) => (StatusCode::INTERNAL_SERVER_ERROR, "kernel_error"),
+        SealError::Capacity(_) => (StatusCode::SERVICE_UNAVAILABLE, "too_many_domains"),
+        SealError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "state_not_durable"),
     };
     error(status, code, err.to_string())
 }

@@ -33,36 +33,63 @@ pub type KnownPaths = Arc<Mutex<HashMap<InodeKey, PathBuf>>>;
 pub struct AuditTrail {
     pub events: RingBuf<MapData>,
     pub lost: PerCpuArray<MapData, u64>,
-    pub log_path: PathBuf,
+    pub log: Arc<AuditLog>,
     pub rate: watch::Receiver<Rate>,
     pub paths: KnownPaths,
 }
 
-/// Opens (creating 0600, with 0700 directories) the audit log for appending.
-pub fn open_log(path: &Path) -> anyhow::Result<File> {
-    if let Some(dir) = path.parent()
-        && !dir.exists()
-    {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
-    }
-    OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("opening the audit log {}", path.display()))
+/// The audit log file, shared by everything that writes records (refusals, domain ends).
+pub struct AuditLog {
+    file: Mutex<File>,
+    path: PathBuf,
 }
 
-fn rfc3339(time: SystemTime) -> String {
+impl AuditLog {
+    /// Opens (creating 0600, with 0700 directories) the audit log for appending.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        if let Some(dir) = path.parent()
+            && !dir.exists()
+        {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("opening the audit log {}", path.display()))?;
+        Ok(Self {
+            file: Mutex::new(file),
+            path: path.to_owned(),
+        })
+    }
+
+    /// Appends one record as one line. A failed write is logged, never fatal: enforcement does
+    /// not depend on the log.
+    pub fn append(&self, record: &serde_json::Value) {
+        let mut line = record.to_string();
+        line.push('\n');
+        let mut file = self
+            .file
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // One write() per record, so lines from different writers never interleave.
+        if let Err(err) = file.write_all(line.as_bytes()) {
+            tracing::error!(error = %err, path = %self.path.display(), "audit log write failed");
+        }
+    }
+}
+
+pub(crate) fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_nanos(time).to_string()
 }
 
 /// Wall-clock time of a CLOCK_BOOTTIME instant.
-fn wall_time(boot_ns: u64) -> SystemTime {
+pub(crate) fn wall_time(boot_ns: u64) -> SystemTime {
     let now_wall = SystemTime::now();
     let now_boot = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
         .map(|ts| Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32))
@@ -73,12 +100,12 @@ fn wall_time(boot_ns: u64) -> SystemTime {
 
 impl AuditTrail {
     /// Runs until the agent stops.
-    pub async fn run(self, mut log: File, state: Arc<AppState>) {
+    pub async fn run(self, state: Arc<AppState>) {
         let domains = &state.domains;
         let Self {
             events,
             mut lost,
-            log_path,
+            log,
             mut rate,
             paths,
         } = self;
@@ -91,11 +118,7 @@ impl AuditTrail {
                 return;
             }
         };
-        let mut write = |line: serde_json::Value| {
-            if let Err(err) = writeln!(log, "{line}") {
-                tracing::error!(error = %err, path = %log_path.display(), "audit log write failed");
-            }
-        };
+        let mut write = |line: serde_json::Value| log.append(&line);
         // Records kept in the ring or lost while no agent was reading come first.
         report_lost(
             &mut lost,
@@ -127,7 +150,7 @@ impl AuditTrail {
                             "time": rfc3339(SystemTime::now()),
                             "type": "rate_limited",
                             "domain": domain,
-                            "label": domains.record(domain).and_then(|r| r.label.map(|l| l.as_str().to_owned())),
+                            "label": domains.label(domain).map(|l| l.as_str().to_owned()),
                             "dropped": dropped,
                         }));
                     }
@@ -154,9 +177,8 @@ fn decode(bytes: &[u8]) -> Option<AuditEvent> {
 fn describe(event: &AuditEvent, domains: &Domains, paths: &KnownPaths) -> serde_json::Value {
     let label = |id: u64| {
         (id != 0)
-            .then(|| domains.record(id))
+            .then(|| domains.label(id))
             .flatten()
-            .and_then(|record| record.label)
             .map(|label| label.as_str().to_owned())
     };
     let actor_label = label(event.actor_domain);

@@ -7,6 +7,8 @@ use bulkhead_common::audit::{
 };
 use serde_json::{Value, json};
 
+use crate::domains::EndedDomain;
+
 /// What the agent adds to the kernel's facts.
 pub struct Context<'a> {
     /// Wall-clock time of the event, RFC 3339.
@@ -72,6 +74,25 @@ pub fn to_json(event: &AuditEvent, context: &Context<'_>) -> Value {
         _ => {}
     }
     record
+}
+
+/// The record of a domain whose last task has exited.
+pub fn domain_ended(ended: &EndedDomain, time: String) -> Value {
+    let record = &ended.record;
+    let lifetime = ended
+        .ended
+        .duration_since(std::time::UNIX_EPOCH + std::time::Duration::from_secs(record.created))
+        .map_or(0, |d| d.as_secs());
+    json!({
+        "time": time,
+        "type": "domain_ended",
+        "domain": record.id,
+        "label": record.label.as_ref().map(|l| l.as_str()),
+        "sealed_pid": record.sealed_pid,
+        "sealed_uid": record.sealed_uid,
+        "lifetime_secs": lifetime,
+        "noticed": ended.noticed,
+    })
 }
 
 #[cfg(test)]
@@ -143,5 +164,28 @@ mod tests {
         assert_eq!(value["file"]["device"], "8:1");
         assert_eq!(value["file"]["inode"], 1234);
         assert_eq!(value["file"]["path"], "/etc/airflow/airflow.cfg");
+    }
+
+    #[test]
+    fn a_domain_end_names_the_domain_and_how_it_was_noticed() {
+        use crate::domains::{DomainRecord, Label, Noticed};
+        let created = 1_700_000_000;
+        let ended = EndedDomain {
+            record: DomainRecord {
+                id: 9,
+                label: Some(Label::try_from("etl:load".to_owned()).unwrap()),
+                created,
+                sealed_pid: 300,
+                sealed_uid: 1000,
+            },
+            ended: std::time::UNIX_EPOCH + std::time::Duration::from_secs(created + 75),
+            noticed: Noticed::Event,
+        };
+        let value = domain_ended(&ended, "t".into());
+        assert_eq!(value["type"], "domain_ended");
+        assert_eq!(value["domain"], 9);
+        assert_eq!(value["label"], "etl:load");
+        assert_eq!(value["lifetime_secs"], 75);
+        assert_eq!(value["noticed"], "event");
     }
 }

@@ -6,10 +6,12 @@
 
 use std::{
     io,
+    marker::PhantomData,
+    mem::MaybeUninit,
     os::fd::{AsFd, AsRawFd, BorrowedFd},
 };
 
-use aya::maps::MapFd;
+use aya::{Pod, maps::MapFd};
 
 // Commands and flags from include/uapi/linux/bpf.h (stable kernel ABI).
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
@@ -28,26 +30,26 @@ struct MapElemAttr {
     flags: u64,
 }
 
-/// A local-storage map whose values are one `u64`.
-pub struct FdKeyedMap {
+/// A local-storage map whose values are a `V` (the size the map was created with).
+pub struct FdKeyedMap<V: Pod> {
     fd: MapFd,
+    _value: PhantomData<V>,
 }
 
-impl FdKeyedMap {
+impl<V: Pod> FdKeyedMap<V> {
     pub fn new(fd: MapFd) -> Self {
-        Self { fd }
+        Self {
+            fd,
+            _value: PhantomData,
+        }
     }
 
     /// The value stored for the object behind `key`, `None` when there is none.
-    pub fn lookup(&self, key: BorrowedFd<'_>) -> io::Result<Option<u64>> {
-        let mut value: u64 = 0;
-        match self.command(
-            BPF_MAP_LOOKUP_ELEM,
-            key,
-            std::ptr::from_mut(&mut value) as u64,
-            0,
-        ) {
-            Ok(()) => Ok(Some(value)),
+    pub fn lookup(&self, key: BorrowedFd<'_>) -> io::Result<Option<V>> {
+        let mut value = MaybeUninit::<V>::zeroed();
+        match self.command(BPF_MAP_LOOKUP_ELEM, key, value.as_mut_ptr() as u64, 0) {
+            // SAFETY: the kernel filled all size_of::<V>() bytes, and V is plain old data.
+            Ok(()) => Ok(Some(unsafe { value.assume_init() })),
             Err(err) if err.raw_os_error() == Some(libc::ENOENT) => Ok(None),
             Err(err) => Err(err),
         }
@@ -55,11 +57,11 @@ impl FdKeyedMap {
 
     /// Stores `value` for the object behind `key`. With [`BPF_NOEXIST`] the kernel checks and
     /// writes in one step and fails with EEXIST if a value is already there.
-    pub fn update(&self, key: BorrowedFd<'_>, value: u64, flags: u64) -> io::Result<()> {
+    pub fn update(&self, key: BorrowedFd<'_>, value: &V, flags: u64) -> io::Result<()> {
         self.command(
             BPF_MAP_UPDATE_ELEM,
             key,
-            std::ptr::from_ref(&value) as u64,
+            std::ptr::from_ref(value) as u64,
             flags,
         )
     }
@@ -87,8 +89,9 @@ impl FdKeyedMap {
             flags,
             ..Default::default()
         };
-        // SAFETY: `attr` is a correctly sized and initialised bpf_attr prefix; `key` and
-        // `value` point at live locals of the sizes the maps are created with (i32, u64).
+        // SAFETY: `attr` is a correctly sized and initialised bpf_attr prefix; `key` points at
+        // a live i32 and `value` at a live V, the sizes the map was created with (checked
+        // against the object before loading: pins::check_compatible).
         let ret = unsafe {
             libc::syscall(
                 libc::SYS_bpf,

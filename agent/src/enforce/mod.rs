@@ -1,8 +1,10 @@
 //! Loads bulkhead's eBPF LSM programs into the kernel and attaches them.
 
+pub mod domain_census;
 pub mod inode_marks;
 pub mod kernel_layout;
 pub mod local_storage;
+pub mod map_compat;
 pub mod object_patch;
 pub mod pins;
 pub mod task_storage;
@@ -11,7 +13,7 @@ use anyhow::{Context, anyhow};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, Map, MapData, MapFd, PerCpuArray, RingBuf},
-    programs::{Lsm, links::FdLink},
+    programs::{BtfTracePoint, Lsm, links::FdLink},
 };
 use aya_log::EbpfLogger;
 use bulkhead_common::audit::{
@@ -20,8 +22,10 @@ use bulkhead_common::audit::{
 use bulkhead_common::{
     FILE_F_OWNER_IS_POINTER_GLOBAL, FILE_F_OWNER_OFFSET_GLOBAL, LSM_PROGRAMS, PROTECTED_INODE_MAP,
     TASK_DOMAIN_MAP,
+    lifecycle::{DOMAIN_EVENTS_MAP, DOMAIN_TASKS_MAP, TRACE_PROGRAMS},
 };
 
+use domain_census::DomainCensus;
 use inode_marks::ProtectedInodeMap;
 use kernel_layout::KernelLayout;
 use object_patch::AlignedObject;
@@ -51,6 +55,8 @@ pub struct EnforcementMaps {
     pub audit_events: RingBuf<MapData>,
     pub audit_lost: PerCpuArray<MapData, u64>,
     pub settings: Settings,
+    pub domain_census: DomainCensus,
+    pub domain_events: RingBuf<MapData>,
 }
 
 /// The node's mode, in the SETTINGS map the programs read on every refusal.
@@ -95,6 +101,7 @@ impl Enforcement {
         object.patch_dentry_inode_offset(layout.dentry_d_inode)?;
 
         pins.prepare()?;
+        map_compat::check_pinned(object.bytes(), pins)?;
         let adopted = pins.has_pinned_maps();
         let previous = pins.generations()?;
         let mut loader = EbpfLoader::new();
@@ -140,6 +147,8 @@ impl Enforcement {
             settings: Settings {
                 map: take_map(&mut ebpf, SETTINGS_MAP)?,
             },
+            domain_census: DomainCensus::new(take_map(&mut ebpf, DOMAIN_TASKS_MAP)?),
+            domain_events: take_map(&mut ebpf, DOMAIN_EVENTS_MAP)?,
         };
 
         let generation = pins.new_generation()?;
@@ -172,36 +181,76 @@ impl Enforcement {
     }
 }
 
-/// Loads, attaches and pins every program, in LSM_PROGRAMS order: task_alloc first, so domains
-/// are inherited before any check that relies on them is live.
+/// Loads, attaches and pins every program: first the tracepoints that count each domain's
+/// tasks (so no task of a domain sealed later goes uncounted), then the LSM hooks in
+/// LSM_PROGRAMS order, task_alloc first, so domains are inherited before any check that relies
+/// on them is live. Returns the names of the LSM hooks.
 fn attach_and_pin(
     ebpf: &mut Ebpf,
     btf: &Btf,
     generation: &Generation,
 ) -> anyhow::Result<Vec<&'static str>> {
+    for (program_name, tracepoint) in TRACE_PROGRAMS {
+        let program: &mut BtfTracePoint = program_of(ebpf, program_name)?;
+        let link = attach_to(program, program_name, tracepoint, btf)?;
+        pin_link(link, &generation.link(tracepoint))?;
+    }
     let mut hooks = Vec::new();
     for (program_name, hook) in LSM_PROGRAMS {
-        let program: &mut Lsm = ebpf
-            .program_mut(program_name)
-            .ok_or_else(|| anyhow!("program {program_name} missing from the eBPF object"))?
-            .try_into()
-            .with_context(|| format!("program {program_name} is not an LSM program"))?;
-        program.load(hook, btf).with_context(|| {
-            format!("the kernel refused to load {program_name} for hook {hook}")
-        })?;
-        let link_id = program
-            .attach()
-            .with_context(|| format!("attaching {program_name} to LSM hook {hook}"))?;
-        let link: FdLink = program
-            .take_link(link_id)
-            .with_context(|| format!("taking the link of {program_name}"))?
-            .into();
-        let path = generation.link(hook);
-        link.pin(&path)
-            .with_context(|| format!("pinning {}", path.display()))?;
+        let program: &mut Lsm = program_of(ebpf, program_name)?;
+        let link = attach_to(program, program_name, hook, btf)?;
+        pin_link(link, &generation.link(hook))?;
         hooks.push(*hook);
     }
     Ok(hooks)
+}
+
+fn program_of<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut P>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
+        .try_into()
+        .map_err(|_| anyhow!("program {name} has an unexpected type"))
+}
+
+/// The two kinds of program bulkhead attaches by BTF name.
+trait BtfAttach {
+    fn load_attach(&mut self, target: &str, btf: &Btf) -> anyhow::Result<FdLink>;
+}
+
+impl BtfAttach for Lsm {
+    fn load_attach(&mut self, hook: &str, btf: &Btf) -> anyhow::Result<FdLink> {
+        self.load(hook, btf)?;
+        let id = self.attach()?;
+        Ok(self.take_link(id)?.into())
+    }
+}
+
+impl BtfAttach for BtfTracePoint {
+    fn load_attach(&mut self, tracepoint: &str, btf: &Btf) -> anyhow::Result<FdLink> {
+        self.load(tracepoint, btf)?;
+        let id = self.attach()?;
+        Ok(self.take_link(id)?.into())
+    }
+}
+
+fn attach_to(
+    program: &mut impl BtfAttach,
+    program_name: &str,
+    target: &str,
+    btf: &Btf,
+) -> anyhow::Result<FdLink> {
+    program
+        .load_attach(target, btf)
+        .with_context(|| format!("the kernel refused to load or attach {program_name} at {target}"))
+}
+
+fn pin_link(link: FdLink, path: &std::path::Path) -> anyhow::Result<()> {
+    link.pin(path)
+        .with_context(|| format!("pinning {}", path.display()))?;
+    Ok(())
 }
 
 /// A fresh fd on the task-storage map of the loaded object.

@@ -6,7 +6,9 @@
 //! <pin_dir>/maps/FILE_OWNER        which domain set each file owner
 //! <pin_dir>/maps/AUDIT_EVENTS      audit ring buffer; AUDIT_LOST its overflow count
 //! <pin_dir>/maps/SETTINGS          enforce or audit mode
-//! <pin_dir>/links/<generation>/<hook>   one attached program per hook
+//! <pin_dir>/maps/DOMAIN_TASKS      running tasks per live domain
+//! <pin_dir>/maps/DOMAIN_EVENTS     ring buffer announcing domains whose last task exited
+//! <pin_dir>/links/<generation>/<hook>   one attached program per hook or tracepoint
 //! ```
 //!
 //! A link stays attached while its pin exists, whoever holds file descriptors. An agent that
@@ -27,13 +29,15 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// The maps shared between agent generations (aya-log's ring is per agent and is not pinned).
 /// The audit ring is: events written while no agent runs wait for the next one.
-pub const PINNED_MAPS: [&str; 6] = [
+pub const PINNED_MAPS: [&str; 8] = [
     bulkhead_common::TASK_DOMAIN_MAP,
     bulkhead_common::PROTECTED_INODE_MAP,
     bulkhead_common::FILE_OWNER_MAP,
     bulkhead_common::audit::AUDIT_EVENTS_MAP,
     bulkhead_common::audit::AUDIT_LOST_MAP,
     bulkhead_common::audit::SETTINGS_MAP,
+    bulkhead_common::lifecycle::DOMAIN_TASKS_MAP,
+    bulkhead_common::lifecycle::DOMAIN_EVENTS_MAP,
 ];
 
 #[derive(Debug, Clone)]

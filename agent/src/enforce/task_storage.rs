@@ -5,7 +5,7 @@
 use std::{io, os::fd::BorrowedFd};
 
 use aya::maps::MapFd;
-use bulkhead_common::DomainId;
+use bulkhead_common::{DomainId, TaskLabel, lifecycle::LIFE_RUNNING};
 
 use super::local_storage::{BPF_NOEXIST, FdKeyedMap};
 
@@ -19,7 +19,7 @@ pub enum LabelError {
 }
 
 pub struct TaskDomainMap {
-    map: FdKeyedMap,
+    map: FdKeyedMap<TaskLabel>,
 }
 
 impl TaskDomainMap {
@@ -31,16 +31,28 @@ impl TaskDomainMap {
 
     /// The domain of the process behind `pidfd`, `None` when it is in none.
     pub fn lookup(&self, pidfd: BorrowedFd<'_>) -> io::Result<Option<DomainId>> {
-        Ok(self.map.lookup(pidfd)?.filter(|domain| *domain != 0))
+        Ok(self
+            .map
+            .lookup(pidfd)?
+            .map(|label| label.domain)
+            .filter(|domain| *domain != 0))
     }
 
     /// Puts the process behind `pidfd` into `domain`, only if it has no domain yet. The kernel
     /// performs the check and the write as one step (BPF_NOEXIST), so two concurrent requests
-    /// cannot both succeed.
+    /// cannot both succeed. The process is written as already counted among the domain's
+    /// running tasks: the caller opens the domain's count at 1 for it.
     pub fn label_new(&self, pidfd: BorrowedFd<'_>, domain: DomainId) -> Result<(), LabelError> {
         assert_ne!(domain, 0, "domain 0 means 'no domain' and is never stored");
         self.map
-            .update(pidfd, domain, BPF_NOEXIST)
+            .update(
+                pidfd,
+                &TaskLabel {
+                    domain,
+                    life: LIFE_RUNNING,
+                },
+                BPF_NOEXIST,
+            )
             .map_err(|err| match err.raw_os_error() {
                 Some(libc::EEXIST) => LabelError::AlreadyLabelled,
                 _ => LabelError::Kernel(err),

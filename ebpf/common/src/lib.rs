@@ -13,6 +13,21 @@ pub const TASK_DOMAIN_MAP: &str = "TASK_DOMAIN";
 /// domain, so "no domain" cannot be forged by writing a value.
 pub type DomainId = u64;
 
+/// The value TASK_DOMAIN holds for each task in a domain: which domain, and where the task is
+/// in its life, so that the domain's live tasks are counted exactly once each (see
+/// [`lifecycle`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskLabel {
+    pub domain: DomainId,
+    /// One of the `lifecycle::LIFE_*` values.
+    pub life: u64,
+}
+
+// SAFETY: plain old data, `#[repr(C)]`, two u64 fields and no padding.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for TaskLabel {}
+
 /// The value meaning "outside every domain"; never stored in the map.
 pub const NO_DOMAIN: DomainId = 0;
 
@@ -48,6 +63,7 @@ pub const FILE_F_OWNER_OFFSET_GLOBAL: &str = "FILE_F_OWNER_OFFSET";
 pub const FILE_F_OWNER_IS_POINTER_GLOBAL: &str = "FILE_F_OWNER_IS_PTR";
 
 pub mod audit;
+pub mod lifecycle;
 
 /// The LSM hooks the agent attaches, as (program name in the object, kernel hook name).
 ///

@@ -3,15 +3,21 @@
 //! The task-to-task rule lives in one function, [`may_reach`], in the manner of Landlock's
 //! `task_is_scoped`: every hook that lets one task reach another asks it. Hooks are grouped by
 //! what they guard: other tasks (tasks.rs), signals through file owners (signals.rs), protected
-//! files (files.rs), and the kernel itself (kernel.rs).
+//! files (files.rs), and the kernel itself (kernel.rs). lifecycle.rs counts each domain's live
+//! tasks.
 #![no_std]
 #![no_main]
+// Fetching atomics on map values (see atomic.rs).
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
+mod atomic;
 mod audit;
 mod file_owner;
 mod files;
 mod kernel;
 mod kernel_layout;
+mod lifecycle;
 mod local_storage;
 mod protected_inode;
 mod signals;

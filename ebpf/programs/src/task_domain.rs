@@ -10,13 +10,22 @@ use aya_ebpf::{
     bindings::{BPF_LOCAL_STORAGE_GET_F_CREATE, task_struct},
     helpers::generated::{bpf_get_current_task_btf, bpf_task_storage_get},
 };
-use bulkhead_common::{DomainId, NO_DOMAIN};
+use bulkhead_common::{DomainId, NO_DOMAIN, TaskLabel, lifecycle::LIFE_NEW};
 
 use crate::local_storage::{LocalStorage, TASK_STORAGE};
 
 #[unsafe(link_section = ".maps")]
 #[unsafe(export_name = "TASK_DOMAIN")]
-static TASK_DOMAIN: LocalStorage<DomainId, TASK_STORAGE> = LocalStorage::new();
+static TASK_DOMAIN: LocalStorage<TaskLabel, TASK_STORAGE> = LocalStorage::new();
+
+/// The label of `task`, or null when it is outside every domain. Points into the task's own
+/// storage, so the lifecycle programs can update it in place.
+#[inline(always)]
+pub fn label_of(task: *mut task_struct) -> *mut TaskLabel {
+    // SAFETY: `task` is a BTF pointer handed to the program by the kernel; the helper
+    // validates it.
+    unsafe { bpf_task_storage_get(TASK_DOMAIN.as_map_ptr(), task, ptr::null_mut(), 0) }.cast()
+}
 
 /// The domain of `task`, or [`NO_DOMAIN`] when it is outside every domain.
 ///
@@ -24,14 +33,12 @@ static TASK_DOMAIN: LocalStorage<DomainId, TASK_STORAGE> = LocalStorage::new();
 /// undefined payload of a `None`, which the verifier rightly rejects (`!read_ok`).
 #[inline(always)]
 pub fn domain_of(task: *mut task_struct) -> DomainId {
-    // SAFETY: `task` is a BTF pointer handed to the hook by the kernel; the helper validates it.
-    let value = unsafe { bpf_task_storage_get(TASK_DOMAIN.as_map_ptr(), task, ptr::null_mut(), 0) }
-        .cast::<DomainId>();
+    let value = label_of(task);
     if value.is_null() {
         return NO_DOMAIN;
     }
-    // SAFETY: a non-null result points at this map's value, a DomainId.
-    unsafe { *value }
+    // SAFETY: a non-null result points at this map's value, a TaskLabel.
+    unsafe { (*value).domain }
 }
 
 /// The domain of the task running the hook.
@@ -41,12 +48,16 @@ pub fn current_domain() -> DomainId {
     domain_of(unsafe { bpf_get_current_task_btf() })
 }
 
-/// Label `task` with `domain`, creating its storage. Returns false when the kernel could not
-/// allocate the storage, in which case the caller must refuse to let `task` run.
+/// Label a task that is being created with its creator's `domain`, creating its storage.
+/// Returns false when the kernel could not allocate the storage, in which case the caller must
+/// refuse to let the task run.
 #[inline(always)]
-pub fn label(task: *mut task_struct, domain: DomainId) -> bool {
-    let mut initial = domain;
-    // SAFETY: as in `domain_of`; `initial` lives on this program's stack for the call.
+pub fn label_new_task(task: *mut task_struct, domain: DomainId) -> bool {
+    let mut initial = TaskLabel {
+        domain,
+        life: LIFE_NEW,
+    };
+    // SAFETY: as in `label_of`; `initial` lives on this program's stack for the call.
     let value = unsafe {
         bpf_task_storage_get(
             TASK_DOMAIN.as_map_ptr(),
@@ -55,13 +66,16 @@ pub fn label(task: *mut task_struct, domain: DomainId) -> bool {
             BPF_LOCAL_STORAGE_GET_F_CREATE.into(),
         )
     }
-    .cast::<DomainId>();
+    .cast::<TaskLabel>();
     if value.is_null() {
         return false;
     }
     // The storage may have existed already (it never should for a task still being created);
-    // overwrite so the child carries exactly its parent's domain.
-    // SAFETY: non-null map value pointer of type DomainId.
-    unsafe { *value = domain };
+    // overwrite so the child carries exactly its parent's domain and is not yet counted.
+    // SAFETY: non-null map value pointer of type TaskLabel.
+    unsafe {
+        (*value).domain = domain;
+        (*value).life = LIFE_NEW;
+    }
     true
 }

@@ -12,7 +12,7 @@ use crate::{
     ENOMEM,
     audit::refuse_task,
     may_reach,
-    task_domain::{current_domain, domain_of, label},
+    task_domain::{current_domain, domain_of, label_new_task},
 };
 
 /// Every new task (fork, vfork, clone, thread, posix_spawn, clone3, io_uring worker) inherits
@@ -30,7 +30,7 @@ pub fn task_alloc(ctx: LsmContext) -> i32 {
         return 0;
     }
     let child: *mut task_struct = ctx.arg(0);
-    if label(child, domain) {
+    if label_new_task(child, domain) {
         0
     } else {
         info!(
