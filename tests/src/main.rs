@@ -13,6 +13,7 @@ mod harness;
 mod helper;
 mod kernel_access;
 mod scenarios;
+mod scenarios_agent_files;
 mod scenarios_audit;
 mod scenarios_domains;
 mod scenarios_files;

@@ -85,7 +85,7 @@ pub fn add(suite: &mut Suite<'_>) {
     );
 }
 
-fn file(sealed: bool, args: &[String], want: Outcome) -> Result<(), String> {
+pub(crate) fn file(sealed: bool, args: &[String], want: Outcome) -> Result<(), String> {
     let mut argv = vec!["file"];
     argv.extend(args.iter().map(String::as_str));
     expect(run_helper(sealed, "files", &argv, &[]), want)
