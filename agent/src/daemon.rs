@@ -26,6 +26,9 @@ use crate::{
 };
 
 pub async fn run(config: NodeConfig, config_path: PathBuf) -> anyhow::Result<()> {
+    // First: the agent will hold signing keys and tokens, so no core dumps and no same-uid
+    // ptrace or /proc reads of it from this moment on.
+    crate::keys::memory::harden_process().context("hardening the agent process")?;
     preflight::Host::running()
         .check()
         .context("this host cannot enforce bulkhead domains")?;

@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod domains;
 pub mod enforce;
 pub mod exec;
+pub mod keys;
 pub mod lifecycle;
 pub mod peer;
 pub mod preflight;

@@ -2,6 +2,7 @@
 
 use std::{ffi::OsString, path::PathBuf, process::ExitCode};
 
+use bulkhead::keys::material::SigningAlgorithm;
 use bulkhead::{
     api::{
         client::Client,
@@ -72,6 +73,33 @@ enum Command {
         #[command(subcommand)]
         command: DomainsCommand,
     },
+    /// Signing keys: create one, or show the kid and public JWK of one.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a new key file (mode 0600; an existing file is never replaced) and print its kid.
+    Generate {
+        /// EdDSA (Ed25519, the default), RS256, RS512 or HS512 (a 64-byte shared secret).
+        #[arg(long, default_value = "EdDSA")]
+        algorithm: SigningAlgorithm,
+        /// RSA modulus size: 2048, 3072 or 4096.
+        #[arg(long, default_value_t = 3072)]
+        rsa_bits: u32,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Read a key file as the agent would (owner and mode checked) and print its kid and public
+    /// JWK. Never prints secret material.
+    Show {
+        #[arg(long, default_value = "EdDSA")]
+        algorithm: SigningAlgorithm,
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -107,6 +135,13 @@ fn main() -> ExitCode {
         Command::Domains {
             command: DomainsCommand::List { socket },
         } => print_response::<DomainsResponse>(&socket, PATH_DOMAINS),
+        Command::Keys { command } => match keys_command(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("bulkhead: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -145,6 +180,41 @@ fn uninstall(config_path: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn keys_command(command: KeysCommand) -> anyhow::Result<()> {
+    use bulkhead::keys::{file, generate, material::SigningKey};
+    match command {
+        KeysCommand::Generate {
+            algorithm,
+            rsa_bits,
+            out,
+        } => {
+            let material = generate::generate(algorithm, rsa_bits)?;
+            // Parsed back before writing, so a file is only ever written with a usable key.
+            let key = SigningKey::parse(material.as_bytes(), algorithm)?;
+            generate::write_new(&out, material.as_bytes())?;
+            println!(
+                "{}",
+                serde_json::json!({"file": out, "algorithm": algorithm, "kid": key.kid()})
+            );
+        }
+        KeysCommand::Show { algorithm, file } => {
+            let contents = file::read_private(&file)?;
+            let key = SigningKey::parse(&contents, algorithm)
+                .map_err(|err| anyhow::anyhow!("{}: {err}", file.display()))?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "algorithm": algorithm,
+                    "kid": key.kid(),
+                    "jwk": key.public_jwk(),
+                }))
+                .expect("serializable")
+            );
+        }
+    }
+    Ok(())
 }
 
 fn run_agent(config_path: &std::path::Path) -> ExitCode {

@@ -59,3 +59,70 @@ fn check_config_accepts_the_example() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn keys_generate_then_show_agree_and_never_print_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    for algorithm in ["EdDSA", "RS256", "HS512"] {
+        let file = dir.path().join(format!("{algorithm}.key"));
+        let generated = bulkhead()
+            .args([
+                "keys",
+                "generate",
+                "--algorithm",
+                algorithm,
+                "--rsa-bits",
+                "2048",
+                "--out",
+            ])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(generated.status.success(), "{generated:?}");
+        let made: serde_json::Value = serde_json::from_slice(&generated.stdout).unwrap();
+        let shown = bulkhead()
+            .args(["keys", "show", "--algorithm", algorithm])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(shown.status.success(), "{shown:?}");
+        let shown_json: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+        assert_eq!(made["kid"], shown_json["kid"], "{algorithm}");
+        let secret = std::fs::read_to_string(&file).unwrap();
+        let body: String = secret.lines().filter(|l| !l.starts_with("-----")).collect();
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&generated.stdout),
+            String::from_utf8_lossy(&shown.stdout)
+        );
+        assert!(
+            !printed.contains(body.get(..24).unwrap()),
+            "{algorithm}: secret printed"
+        );
+    }
+}
+
+#[test]
+fn keys_show_refuses_a_readable_key_file_with_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("k.pem");
+    let generated = bulkhead()
+        .args(["keys", "generate", "--out"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(generated.status.success());
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let shown = bulkhead()
+        .args(["keys", "show"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!shown.status.success());
+    let stderr = String::from_utf8_lossy(&shown.stderr);
+    assert!(
+        stderr.contains("mode 0644") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
+}

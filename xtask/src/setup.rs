@@ -18,6 +18,8 @@ const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
     "cpio",
+    // aws-lc-sys (the JWT crypto) compiles AWS-LC's C sources with the system C compiler.
+    "gcc",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";

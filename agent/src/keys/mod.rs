@@ -1,0 +1,10 @@
+//! Signing-key custody: reading key files only if they are private, parsing them into signing
+//! keys with their `kid`, keeping the bytes out of dumps and swap, and generating new keys.
+
+pub mod file;
+pub mod generate;
+pub mod material;
+pub mod memory;
+
+#[cfg(test)]
+mod tests;
