@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod broker;
 pub mod config;
 pub mod daemon;
 pub mod domains;
