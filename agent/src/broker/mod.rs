@@ -1,6 +1,8 @@
-//! The token broker (issue 4): claims, strict verification; minting, state and the API follow.
+//! The token broker (issue 4): claims, strict verification, minting with a durable jti record;
+//! the state tables, the API and key rotation follow.
 
 pub mod claims;
+pub mod mint;
 pub mod verify;
 
 #[cfg(test)]
