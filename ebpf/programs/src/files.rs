@@ -11,13 +11,13 @@ use core::ffi::c_void;
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use aya_log_ebpf::info;
-use bulkhead_common::{NO_DOMAIN, audit::hook};
+use bulkhead_common::audit::hook;
 
 use crate::{
     audit::refuse_inode,
     kernel_layout::dentry_inode,
     protected_inode::{is_protected, protect},
-    task_domain::current_domain,
+    task_domain::restricted_actor,
 };
 
 /// Runs on every path component of every lookup on the machine, so a task outside any domain
@@ -26,13 +26,10 @@ use crate::{
 pub fn inode_permission(ctx: LsmContext) -> i32 {
     // inode_permission(struct inode *inode, int mask)
     let previous: i32 = ctx.arg(2);
-    if previous != 0 {
-        return previous;
-    }
-    let domain = current_domain();
-    if domain == NO_DOMAIN {
-        return 0;
-    }
+    let domain = match restricted_actor(previous) {
+        Ok(domain) => domain,
+        Err(verdict) => return verdict,
+    };
     let inode: *mut c_void = ctx.arg(0);
     if !is_protected(inode) {
         return 0;
@@ -62,13 +59,10 @@ pub fn inode_init_security(ctx: LsmContext) -> i32 {
 /// Denies a task in a domain any operation that names one of `inodes` when one is protected.
 #[inline(always)]
 fn deny_if_protected(hook: u32, inodes: &[*mut c_void], previous: i32) -> i32 {
-    if previous != 0 {
-        return previous;
-    }
-    let domain = current_domain();
-    if domain == NO_DOMAIN {
-        return 0;
-    }
+    let domain = match restricted_actor(previous) {
+        Ok(domain) => domain,
+        Err(verdict) => return verdict,
+    };
     for inode in inodes {
         if is_protected(*inode) {
             return refuse_inode(hook, 0, domain, *inode);

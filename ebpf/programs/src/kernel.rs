@@ -3,19 +3,16 @@
 //! task of a task runner; each would let root inside a domain undo the domain itself.
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
-use bulkhead_common::{NO_DOMAIN, audit::hook};
+use bulkhead_common::audit::hook;
 
-use crate::{audit::refuse, task_domain::current_domain};
+use crate::{audit::refuse, task_domain::restricted_actor};
 
 #[inline(always)]
 fn deny_in_domain(hook: u32, access: u32, previous: i32) -> i32 {
-    if previous != 0 {
-        return previous;
-    }
-    let domain = current_domain();
-    if domain == NO_DOMAIN {
-        return 0;
-    }
+    let domain = match restricted_actor(previous) {
+        Ok(domain) => domain,
+        Err(verdict) => return verdict,
+    };
     refuse(hook, access, domain)
 }
 

@@ -13,7 +13,7 @@ use crate::{
     file_owner,
     kernel_layout::file_owner_key,
     may_reach,
-    task_domain::{current_domain, domain_of},
+    task_domain::{current_domain, domain_of, restricted_actor},
 };
 
 // fcntl commands and ioctl requests that (may) set a file's owner; uapi values, stable ABI.
@@ -31,13 +31,10 @@ const FIOASYNC: u32 = 0x5452;
 /// always known when a signal is later sent (or the call fails).
 #[inline(always)]
 fn reserve_owner_record(ctx: &LsmContext, file: *const c_void, previous: i32) -> i32 {
-    if previous != 0 {
-        return previous;
-    }
-    let domain = current_domain();
-    if domain == NO_DOMAIN {
-        return 0;
-    }
+    let domain = match restricted_actor(previous) {
+        Ok(domain) => domain,
+        Err(verdict) => return verdict,
+    };
     let key = file_owner_key(file);
     if key != 0 && file_owner::record(key, domain) {
         return 0;

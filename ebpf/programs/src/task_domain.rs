@@ -41,6 +41,22 @@ pub fn domain_of(task: *mut task_struct) -> DomainId {
     unsafe { (*value).domain }
 }
 
+/// The gate every restricting hook opens with. `Err(verdict)` when bulkhead has nothing to
+/// add: an earlier LSM already refused (its verdict stands, a denial is never turned into an
+/// allow), or the running task is outside every domain (bulkhead does not restrict it).
+/// Otherwise `Ok` with the running task's domain.
+#[inline(always)]
+pub fn restricted_actor(previous: i32) -> Result<DomainId, i32> {
+    if previous != 0 {
+        return Err(previous);
+    }
+    let domain = current_domain();
+    if domain == NO_DOMAIN {
+        return Err(0);
+    }
+    Ok(domain)
+}
+
 /// The domain of the task running the hook.
 #[inline(always)]
 pub fn current_domain() -> DomainId {

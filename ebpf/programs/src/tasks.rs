@@ -6,13 +6,13 @@
 
 use aya_ebpf::{bindings::task_struct, macros::lsm, programs::LsmContext};
 use aya_log_ebpf::info;
-use bulkhead_common::{NO_DOMAIN, audit::hook};
+use bulkhead_common::audit::hook;
 
 use crate::{
     ENOMEM,
     audit::refuse_task,
     may_reach,
-    task_domain::{current_domain, domain_of, label_new_task},
+    task_domain::{current_domain, domain_of, label_new_task, restricted_actor},
 };
 
 /// Every new task (fork, vfork, clone, thread, posix_spawn, clone3, io_uring worker) inherits
@@ -22,13 +22,10 @@ use crate::{
 pub fn task_alloc(ctx: LsmContext) -> i32 {
     // task_alloc(struct task_struct *task, unsigned long clone_flags)
     let previous: i32 = ctx.arg(2);
-    if previous != 0 {
-        return previous;
-    }
-    let domain = current_domain();
-    if domain == NO_DOMAIN {
-        return 0;
-    }
+    let domain = match restricted_actor(previous) {
+        Ok(domain) => domain,
+        Err(verdict) => return verdict,
+    };
     let child: *mut task_struct = ctx.arg(0);
     if label_new_task(child, domain) {
         0
@@ -44,13 +41,10 @@ pub fn task_alloc(ctx: LsmContext) -> i32 {
 /// The shared body of the hooks whose object is another task.
 #[inline(always)]
 fn check_reach(hook: u32, access: u32, target: *mut task_struct, previous: i32) -> i32 {
-    if previous != 0 {
-        return previous;
-    }
-    let actor = current_domain();
-    if actor == NO_DOMAIN {
-        return 0;
-    }
+    let actor = match restricted_actor(previous) {
+        Ok(actor) => actor,
+        Err(verdict) => return verdict,
+    };
     let target_domain = domain_of(target);
     if may_reach(actor, target_domain) {
         return 0;
