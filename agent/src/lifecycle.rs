@@ -49,10 +49,8 @@ impl DomainEnds {
         };
         // Whatever waited in the ring first, for its exact times; then the scan.
         drain(ring.get_mut(), &domains, report);
-        for ended in domains.reconcile() {
-            report(&ended);
-        }
-        let mut scan = tokio::time::interval(SCAN_EVERY);
+        scan(&domains, report);
+        let mut every = tokio::time::interval(SCAN_EVERY);
         loop {
             tokio::select! {
                 ready = ring.readable_mut() => {
@@ -60,23 +58,24 @@ impl DomainEnds {
                     drain(guard.get_inner_mut(), &domains, report);
                     guard.clear_ready();
                 }
-                _ = scan.tick() => {
-                    for ended in domains.reconcile() {
-                        report(&ended);
-                    }
-                }
+                _ = every.tick() => scan(&domains, report),
             }
         }
     }
 }
 
 async fn scan_forever(domains: &Domains, report: impl Fn(&EndedDomain)) {
-    let mut scan = tokio::time::interval(SCAN_EVERY);
+    let mut every = tokio::time::interval(SCAN_EVERY);
     loop {
-        scan.tick().await;
-        for ended in domains.reconcile() {
-            report(&ended);
-        }
+        every.tick().await;
+        scan(domains, &report);
+    }
+}
+
+/// Ends (and reports) every recorded domain whose count the kernel no longer holds.
+fn scan(domains: &Domains, report: impl Fn(&EndedDomain)) {
+    for ended in domains.reconcile() {
+        report(&ended);
     }
 }
 

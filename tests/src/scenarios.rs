@@ -31,7 +31,7 @@ struct TargetInfo {
     env_marker: &'static str,
 }
 
-fn exe() -> String {
+pub(crate) fn exe() -> String {
     std::env::current_exe()
         .expect("own path")
         .to_string_lossy()

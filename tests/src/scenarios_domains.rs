@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::{
     access::Outcome,
     harness::Suite,
-    scenarios::{expect, run_helper},
+    scenarios::{exe, expect, run_helper},
     scenarios_audit::{log_len, records_since, wait_for_record},
 };
 
@@ -26,13 +26,6 @@ pub fn add(suite: &mut Suite<'_>) {
     );
     suite.add("domains:list-refused-inside-domain", list_refused_inside);
     suite.add("domains:list-allowed-outside-domain", list_allowed_outside);
-}
-
-fn exe() -> String {
-    std::env::current_exe()
-        .expect("own path")
-        .to_string_lossy()
-        .into_owned()
 }
 
 /// Runs `helper ARGS` sealed with `label`; returns its stdout words, or why it failed.

@@ -12,6 +12,7 @@ use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
 use super::claims::{Claims, Scope};
+use crate::keys::material::SigningAlgorithm;
 
 /// Header parameters that let a token name its own verification key, or demand extensions;
 /// a token carrying any of them is refused outright.
@@ -136,12 +137,10 @@ fn judge_header(
         .get("alg")
         .and_then(|alg| alg.as_str())
         .ok_or(VerifyError::Malformed("header has no string alg"))?;
-    let algorithm = match alg {
-        "EdDSA" => Algorithm::EdDSA,
-        "RS256" => Algorithm::RS256,
-        "RS512" => Algorithm::RS512,
-        "HS512" => Algorithm::HS512,
-        other => return Err(VerifyError::Algorithm(other.to_owned())),
-    };
+    // Only the algorithms the broker signs with; this excludes every spelling of `none`.
+    let algorithm = alg
+        .parse::<SigningAlgorithm>()
+        .map_err(|_| VerifyError::Algorithm(alg.to_owned()))?
+        .jwt();
     Ok((header, algorithm))
 }
