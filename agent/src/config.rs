@@ -30,6 +30,8 @@ pub struct NodeConfig {
     pub protect: ProtectSection,
     #[serde(default)]
     pub audit: AuditSection,
+    #[serde(default)]
+    pub broker: crate::broker::config::BrokerSection,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

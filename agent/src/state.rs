@@ -11,20 +11,15 @@ use anyhow::Context;
 use bulkhead_common::DomainId;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::{
-    broker::mint::{Issued, IssuedRegistry},
-    domains::{DomainRecord, DomainStore},
-};
+use crate::domains::{DomainRecord, DomainStore};
 
 /// Live domains by id; the value is the record as JSON, so fields can be added compatibly.
 const DOMAINS: TableDefinition<u64, &[u8]> = TableDefinition::new("domains");
-/// Every token the broker handed out, by jti (JSON [`Issued`]); pruned after expiry.
-const ISSUED: TableDefinition<&str, &[u8]> = TableDefinition::new("issued");
 
 pub const STATE_FILE: &str = "state.redb";
 
 pub struct StateDb {
-    db: Database,
+    pub(crate) db: Database,
 }
 
 impl StateDb {
@@ -47,7 +42,7 @@ impl StateDb {
         // Create the tables once, so readers never meet a missing table.
         let txn = db.begin_write()?;
         txn.open_table(DOMAINS)?;
-        txn.open_table(ISSUED)?;
+        crate::broker::ledger::create_tables(&txn)?;
         txn.commit()?;
         Ok(Self { db })
     }
@@ -94,31 +89,6 @@ impl DomainStore for StateDb {
             }
         }
         Ok(records)
-    }
-}
-
-impl IssuedRegistry for StateDb {
-    fn record(&self, issued: &Issued) -> anyhow::Result<()> {
-        let bytes = serde_json::to_vec(issued).context("encoding an issued-token record")?;
-        let txn = self.db.begin_write()?;
-        txn.open_table(ISSUED)?
-            .insert(issued.jti.as_str(), bytes.as_slice())?;
-        txn.commit().context("committing an issued-token record")?;
-        Ok(())
-    }
-}
-
-impl StateDb {
-    /// The record of a token issued here, if any.
-    pub fn issued(&self, jti: &str) -> anyhow::Result<Option<Issued>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(ISSUED)?;
-        let Some(bytes) = table.get(jti)? else {
-            return Ok(None);
-        };
-        Ok(Some(
-            serde_json::from_slice(bytes.value()).context("decoding an issued-token record")?,
-        ))
     }
 }
 
@@ -181,23 +151,5 @@ mod tests {
             .unwrap();
         txn.commit().unwrap();
         assert_eq!(db.load().unwrap(), [record(1, Some("good"))]);
-    }
-
-    #[test]
-    fn issued_tokens_are_recorded_durably() {
-        let dir = tempfile::tempdir().unwrap();
-        let issued = Issued {
-            jti: "4f1e0c2a9d8b4e7f8a6b5c4d3e2f1a0b".into(),
-            domain: 7,
-            sub: "ti".into(),
-            exp: 1_700_000_600,
-        };
-        {
-            let db = StateDb::open(dir.path()).unwrap();
-            db.record(&issued).unwrap();
-        }
-        let db = StateDb::open(dir.path()).unwrap();
-        assert_eq!(db.issued(&issued.jti).unwrap(), Some(issued));
-        assert_eq!(db.issued("never-issued").unwrap(), None);
     }
 }

@@ -2,6 +2,8 @@
 //! the state tables, the API and key rotation follow.
 
 pub mod claims;
+pub mod config;
+pub mod ledger;
 pub mod mint;
 pub mod verify;
 

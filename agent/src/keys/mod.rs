@@ -3,8 +3,10 @@
 
 pub mod file;
 pub mod generate;
+pub mod keyring;
 pub mod material;
 pub mod memory;
+pub mod rotation;
 
 #[cfg(test)]
 mod tests;
