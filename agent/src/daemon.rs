@@ -16,6 +16,7 @@ use crate::{
         server::{self, SocketGuard},
     },
     audit::{AuditLog, AuditTrail, limiter::Rate},
+    broker,
     config::NodeConfig,
     domains::Domains,
     enforce::{Enforcement, Settings, pins::PinDir},
@@ -41,7 +42,7 @@ pub async fn run(config: NodeConfig, config_path: PathBuf) -> anyhow::Result<()>
     // The state database before the kernel: its lock is a second guard against two agents,
     // and a state directory that cannot be used stops the agent before anything changes.
     prepare_state_dir(config.agent.state_dir.as_path())?;
-    let state_db = StateDb::open(config.agent.state_dir.as_path())?;
+    let state_db = Arc::new(StateDb::open(config.agent.state_dir.as_path())?);
     let audit_log = Arc::new(AuditLog::open(config.audit.log_path.as_path())?);
 
     let pins = PinDir::new(config.agent.pin_dir.as_path());
@@ -90,10 +91,17 @@ pub async fn run(config: NodeConfig, config_path: PathBuf) -> anyhow::Result<()>
         Domains::new(
             Box::new(maps.task_domains),
             Box::new(maps.domain_census),
-            Box::new(state_db),
+            Box::new(state_db.clone()),
         )
         .context("reading the live domains from the state database")?,
     );
+    let state_dir = config.agent.state_dir.as_path();
+    let broker = broker::runtime::start(&config.broker, state_dir, state_db, domains.clone())
+        .context("starting the token broker")?;
+    if let Some(broker) = &broker {
+        // Before the domain-end reader starts: its first reconcile may end domains at once.
+        broker::runtime::spawn_upkeep(broker.clone(), &domains, &config.broker, state_dir);
+    }
     tracing::info!(
         recorded_domains = domains.count(),
         "domains restored from the state database"
@@ -108,6 +116,7 @@ pub async fn run(config: NodeConfig, config_path: PathBuf) -> anyhow::Result<()>
     let state = Arc::new(AppState {
         domains,
         hooks: enforcement.hooks.clone(),
+        broker,
     });
     let (rate_tx, rate_rx) = tokio::sync::watch::channel(audit_rate(&config));
     let trail = AuditTrail {
@@ -225,11 +234,26 @@ impl Live {
 
 /// The configured protected paths, plus the agent's own state and pin directories, always.
 fn protected_patterns(config: &NodeConfig) -> Vec<String> {
+    let key_dir = config
+        .broker
+        .key_dir(config.agent.state_dir.as_path())
+        .filter(|_| config.broker.enabled);
     [
-        config.agent.state_dir.as_path(),
-        config.agent.pin_dir.as_path(),
+        Some(config.agent.state_dir.as_path().to_owned()),
+        Some(config.agent.pin_dir.as_path().to_owned()),
+        // Outside the state directory only when configured so; protected either way.
+        key_dir,
+        // The workload issuer's shared secret would let a task forge workload tokens.
+        config
+            .broker
+            .workload
+            .secret_file
+            .as_ref()
+            .filter(|_| config.broker.enabled)
+            .map(|file| file.as_path().to_owned()),
     ]
     .into_iter()
+    .flatten()
     .map(|dir| glob::Pattern::escape(&dir.to_string_lossy()))
     .chain(config.protect.paths.iter().map(|p| p.as_str().to_owned()))
     .collect()

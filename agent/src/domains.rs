@@ -81,6 +81,19 @@ pub trait DomainStore: Send + Sync {
     fn load(&self) -> anyhow::Result<Vec<DomainRecord>>;
 }
 
+/// The state database is shared with the broker's ledger.
+impl<T: DomainStore> DomainStore for Arc<T> {
+    fn put(&self, record: &DomainRecord) -> anyhow::Result<()> {
+        T::put(self, record)
+    }
+    fn remove(&self, id: DomainId) -> anyhow::Result<()> {
+        T::remove(self, id)
+    }
+    fn load(&self) -> anyhow::Result<Vec<DomainRecord>> {
+        T::load(self)
+    }
+}
+
 /// The facts about a caller that sealing depends on, all from the kernel.
 pub trait Caller {
     fn pid(&self) -> i32;
@@ -140,6 +153,22 @@ pub struct DomainRecord {
     pub created: u64,
     pub sealed_pid: i32,
     pub sealed_uid: u32,
+    /// The task this domain runs, when a supervisor registered it with the broker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskBinding>,
+}
+
+/// A domain opened for a task by the broker: who the task is and which supervisor owns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskBinding {
+    /// The task identity (`sub` of its tokens): in Airflow, the task instance UUID.
+    pub sub: String,
+    /// The supervisor that registered it, as PID plus start time (clock ticks since boot):
+    /// only used to find the same process again after an agent restart, where the pair is
+    /// confirmed through a fresh pidfd.
+    pub owner_pid: i32,
+    pub owner_start: u64,
+    pub owner_uid: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +188,8 @@ pub enum SealError {
     Capacity(String),
     #[error("the domain could not be recorded durably, so it was not opened: {0}")]
     Storage(String),
+    #[error("task {0:?} already runs in live domain {1}")]
+    AlreadyRegistered(String, DomainId),
 }
 
 /// How the agent learned that a domain ended.
@@ -262,6 +293,25 @@ impl Domains {
         caller: &dyn Caller,
         label: Option<Label>,
     ) -> Result<DomainRecord, SealError> {
+        self.seal_with(caller, label, None)
+    }
+
+    /// Seals `process` into a new domain bound to a task; at most one live domain per task.
+    pub fn seal_task(
+        &self,
+        process: &dyn Caller,
+        label: Option<Label>,
+        task: TaskBinding,
+    ) -> Result<DomainRecord, SealError> {
+        self.seal_with(process, label, Some(task))
+    }
+
+    fn seal_with(
+        &self,
+        caller: &dyn Caller,
+        label: Option<Label>,
+        task: Option<TaskBinding>,
+    ) -> Result<DomainRecord, SealError> {
         let threads = caller.thread_count()?;
         if threads != 1 {
             return Err(SealError::MultiThreaded(threads));
@@ -271,6 +321,16 @@ impl Domains {
         }
 
         let mut state = self.state();
+        // Checked under the same lock that records the domain, so two registrations of one
+        // task cannot both pass.
+        if let Some(task) = &task
+            && let Some(running) = state
+                .records
+                .values()
+                .find(|record| record.task.as_ref().is_some_and(|t| t.sub == task.sub))
+        {
+            return Err(SealError::AlreadyRegistered(task.sub.clone(), running.id));
+        }
         let id = Self::allocate_id(&mut state);
         state.census.open(id).map_err(|err| match err {
             CensusError::Full => SealError::Capacity(err.to_string()),
@@ -288,6 +348,7 @@ impl Domains {
                 .map_or(0, |d| d.as_secs()),
             sealed_pid: caller.pid(),
             sealed_uid: caller.uid(),
+            task,
         };
         if let Err(err) = self.store.put(&record) {
             self.undo_label(caller);

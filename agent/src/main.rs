@@ -73,11 +73,47 @@ enum Command {
         #[command(subcommand)]
         command: DomainsCommand,
     },
-    /// Signing keys: create one, or show the kid and public JWK of one.
+    /// Signing keys: create one, show one, list or rotate the broker's key directory.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// The token broker's tokens: mint (as a domain's supervisor), introspect, revoke, list
+    /// revocations, show the JWKS.
+    Token {
+        #[arg(long, env = "BULKHEAD_SOCKET", default_value = DEFAULT_SOCKET_PATH, global = true)]
+        socket: PathBuf,
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Mint an execution token for DOMAIN (only its registering supervisor may) and print it
+    /// with its jti and expiry as JSON.
+    Mint {
+        #[arg(long)]
+        domain: u64,
+    },
+    /// Check a token read from standard input (never from the command line, which other
+    /// processes can read): signature, claims, issued here, not revoked.
+    Introspect {
+        /// The scope the token must have.
+        #[arg(long, default_value = "execution")]
+        scope: String,
+    },
+    /// Revoke one token by jti, or every token of a domain.
+    Revoke {
+        #[arg(long, conflicts_with = "domain", required_unless_present = "domain")]
+        jti: Option<String>,
+        #[arg(long)]
+        domain: Option<u64>,
+    },
+    /// Revoked tokens that have not expired yet.
+    Revoked,
+    /// The broker's public keys (JWKS) for remote validators.
+    Jwks,
 }
 
 #[derive(Subcommand)]
@@ -99,6 +135,17 @@ enum KeysCommand {
         #[arg(long, default_value = "EdDSA")]
         algorithm: SigningAlgorithm,
         file: PathBuf,
+    },
+    /// The broker's keys with their roles (next, signing, retired, expired).
+    List {
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Add a new signing key to the broker's key directory: published at once, signing after
+    /// publish_lead_secs; expired keys are deleted. The running agent follows by itself.
+    Rotate {
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
     },
 }
 
@@ -142,7 +189,82 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Token { socket, command } => token_command(&socket, command),
     }
+}
+
+fn token_command(socket: &std::path::Path, command: TokenCommand) -> ExitCode {
+    use bulkhead::api::wire::{
+        IntrospectRequest, IntrospectResponse, MintRequest, MintResponse, PATH_INTROSPECT,
+        PATH_JWKS, PATH_REVOKE, PATH_REVOKED, PATH_TOKENS, RevocationsResponse, RevokeRequest,
+        RevokeResponse,
+    };
+    let client = Client::new(socket);
+    let printed = |result: Result<serde_json::Value, _>| match result {
+        Ok(value) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).expect("serializable")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("bulkhead: {err}");
+            ExitCode::from(exec::EXIT_BULKHEAD_FAILED as u8)
+        }
+    };
+    match command {
+        TokenCommand::Mint { domain } => printed(
+            client
+                .post::<_, MintResponse>(
+                    PATH_TOKENS,
+                    &MintRequest {
+                        domain: Some(domain),
+                    },
+                )
+                .map(|r| as_json(&r)),
+        ),
+        TokenCommand::Introspect { scope } => {
+            let scope = match scope.as_str() {
+                "execution" => bulkhead::broker::claims::Scope::Execution,
+                "workload" => bulkhead::broker::claims::Scope::Workload,
+                other => {
+                    eprintln!("bulkhead: --scope is execution or workload, not {other:?}");
+                    return ExitCode::from(2);
+                }
+            };
+            let mut token = zeroize::Zeroizing::new(String::new());
+            if let Err(err) = std::io::stdin().read_line(&mut token) {
+                eprintln!("bulkhead: reading the token from standard input: {err}");
+                return ExitCode::from(2);
+            }
+            let request = IntrospectRequest {
+                token: token.trim().to_owned(),
+                scope: Some(scope),
+            };
+            printed(
+                client
+                    .post::<_, IntrospectResponse>(PATH_INTROSPECT, &request)
+                    .map(|r| as_json(&r)),
+            )
+        }
+        TokenCommand::Revoke { jti, domain } => printed(
+            client
+                .post::<_, RevokeResponse>(PATH_REVOKE, &RevokeRequest { jti, domain })
+                .map(|r| as_json(&r)),
+        ),
+        TokenCommand::Revoked => printed(
+            client
+                .get::<RevocationsResponse>(PATH_REVOKED)
+                .map(|r| as_json(&r)),
+        ),
+        TokenCommand::Jwks => printed(client.get::<serde_json::Value>(PATH_JWKS)),
+    }
+}
+
+/// Any response as a JSON value, for printing.
+fn as_json<T: serde::Serialize>(response: &T) -> serde_json::Value {
+    serde_json::to_value(response).expect("API types always serialize")
 }
 
 /// Reads and validates the node config; on failure prints why and gives exit status 2.
@@ -185,6 +307,31 @@ fn uninstall(config_path: &std::path::Path) -> ExitCode {
 fn keys_command(command: KeysCommand) -> anyhow::Result<()> {
     use bulkhead::keys::{file, generate, material::SigningKey};
     match command {
+        KeysCommand::List { ref config } | KeysCommand::Rotate { ref config } => {
+            let rotate = matches!(command, KeysCommand::Rotate { .. });
+            let config = NodeConfig::load(config)?;
+            let broker = &config.broker;
+            let dir = broker
+                .key_dir(config.agent.state_dir.as_path())
+                .ok_or_else(|| anyhow::anyhow!("the broker's key comes from an environment variable (key_env); there is no key directory to rotate"))?;
+            let schedule = bulkhead::broker::runtime::schedule(broker);
+            let now = bulkhead::broker::service::now();
+            let keys = if rotate {
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&dir)?;
+                bulkhead::keys::admin::rotate(&dir, broker.algorithm, now, schedule)?
+            } else {
+                bulkhead::keys::admin::list(&dir, broker.algorithm, now, schedule)?
+            };
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&keys).expect("serializable")
+            );
+            return Ok(());
+        }
         KeysCommand::Generate {
             algorithm,
             rsa_bits,

@@ -40,6 +40,10 @@ pub enum PeerError {
     Gone,
     #[error("reading /proc/{pid}: {source}")]
     Proc { pid: i32, source: procfs::ProcError },
+    #[error("process {pid} is not a child of the caller (its parent is {parent})")]
+    NotChild { pid: i32, parent: i32 },
+    #[error("no such process: {0}")]
+    NoSuchProcess(i32),
 }
 
 impl Peer {
@@ -68,16 +72,60 @@ impl Peer {
         self.pidfd.as_fd()
     }
 
-    /// True until the process exits. A pidfd polls readable once its process has exited.
+    /// True until the process exits.
     pub fn is_alive(&self) -> bool {
-        let mut fds = [libc::pollfd {
-            fd: self.pidfd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
-        // SAFETY: one valid pollfd, zero timeout.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) };
-        ready == 0
+        pidfd_is_alive(self.pidfd.as_fd())
+    }
+
+    /// The live child `pid` of this peer, with its own pidfd.
+    ///
+    /// The parent is read from /proc and trusted only after both pidfds are confirmed alive:
+    /// a live child's PID cannot have been reused, so the stat read was the child's; a live
+    /// caller's PID neither, so the parent named there is the caller.
+    pub fn child(&self, pid: i32) -> Result<Peer, PeerError> {
+        if pid <= 0 {
+            return Err(PeerError::NoSuchProcess(pid));
+        }
+        let pidfd = pidfd_open(pid).map_err(|source| match source.raw_os_error() {
+            Some(libc::ESRCH) => PeerError::NoSuchProcess(pid),
+            _ => PeerError::Pidfd { pid, source },
+        })?;
+        let proc_error = |source| PeerError::Proc { pid, source };
+        let process = procfs::process::Process::new(pid).map_err(proc_error)?;
+        let stat = process.stat().map_err(proc_error)?;
+        let status = process.status().map_err(proc_error)?;
+        let child = Peer {
+            pid,
+            uid: status.euid,
+            gid: status.egid,
+            pidfd,
+        };
+        child.ensure_alive()?;
+        if stat.ppid != self.pid {
+            return Err(PeerError::NotChild {
+                pid,
+                parent: stat.ppid,
+            });
+        }
+        self.ensure_alive()?;
+        Ok(child)
+    }
+
+    /// The peer's start time in clock ticks since boot, confirmed against the pidfd.
+    pub fn start_time(&self) -> Result<u64, PeerError> {
+        let stat = procfs::process::Process::new(self.pid)
+            .and_then(|process| process.stat())
+            .map_err(|source| PeerError::Proc {
+                pid: self.pid,
+                source,
+            })?;
+        self.ensure_alive()?;
+        Ok(stat.starttime)
+    }
+
+    /// A second pidfd for the same process, for holding beyond this connection.
+    pub fn duplicate_pidfd(&self) -> io::Result<OwnedFd> {
+        self.pidfd.try_clone()
     }
 
     pub fn ensure_alive(&self) -> Result<(), PeerError> {
@@ -101,6 +149,18 @@ impl Peer {
         self.ensure_alive()?;
         Ok(stat.num_threads.max(0) as u64)
     }
+}
+
+/// True until the pidfd's process exits: a pidfd polls readable once it has.
+pub fn pidfd_is_alive(pidfd: BorrowedFd<'_>) -> bool {
+    let mut fds = [libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    // SAFETY: one valid pollfd, zero timeout.
+    let ready = unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) };
+    ready == 0
 }
 
 fn peer_pidfd(socket: BorrowedFd<'_>) -> Option<OwnedFd> {
@@ -143,6 +203,30 @@ mod tests {
         assert_eq!(peer.uid, nix::unistd::getuid().as_raw());
         assert!(peer.is_alive());
         assert!(peer.thread_count().unwrap() >= 1);
+    }
+
+    #[test]
+    fn children_are_told_from_strangers() {
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        let me = Peer::of_socket(ours.as_fd()).unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let found = me.child(child.id() as i32).unwrap();
+        assert_eq!(found.pid as u32, child.id());
+        assert!(found.start_time().unwrap() >= me.start_time().unwrap());
+        // Control: my parent is not my child, and PID 1 is nobody's child here.
+        let parent = nix::unistd::getppid().as_raw();
+        assert!(matches!(me.child(parent), Err(PeerError::NotChild { .. })));
+        assert!(matches!(me.child(1), Err(PeerError::NotChild { .. })));
+        assert!(matches!(me.child(0), Err(PeerError::NoSuchProcess(0))));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(matches!(
+            me.child(child.id() as i32),
+            Err(PeerError::NoSuchProcess(_) | PeerError::Gone)
+        ));
     }
 
     #[test]

@@ -104,6 +104,7 @@ mod tests {
             created: 1_700_000_000,
             sealed_pid: 42,
             sealed_uid: 1000,
+            task: None,
         }
     }
 

@@ -5,9 +5,14 @@ use http_body_util::Full;
 use hyper::{Method, Response, StatusCode};
 use serde::Serialize;
 
-use super::wire::{
-    DomainInfo, DomainsResponse, ErrorResponse, PATH_DOMAINS, PATH_SEAL_SELF, PATH_STATUS,
-    PATH_WHOAMI, SealSelfRequest, SealSelfResponse, StatusResponse, WhoamiResponse,
+use super::{
+    broker_routes,
+    wire::{
+        DomainInfo, DomainsResponse, ErrorResponse, PATH_DOMAINS, PATH_INTROSPECT, PATH_JWKS,
+        PATH_REVOKE, PATH_REVOKED, PATH_SEAL_SELF, PATH_STATUS, PATH_TASKS, PATH_TOKENS,
+        PATH_WELL_KNOWN_JWKS, PATH_WHOAMI, SealSelfRequest, SealSelfResponse, StatusResponse,
+        WhoamiResponse,
+    },
 };
 use crate::{
     domains::{Domains, Label, SealError},
@@ -17,6 +22,8 @@ use crate::{
 pub struct AppState {
     pub domains: std::sync::Arc<Domains>,
     pub hooks: Vec<&'static str>,
+    /// `None` when the broker is disabled: its routes answer 503.
+    pub broker: Option<std::sync::Arc<crate::broker::service::Broker>>,
 }
 
 pub type ApiResponse = Response<Full<Bytes>>;
@@ -52,7 +59,17 @@ pub fn route(
         (&Method::GET, PATH_WHOAMI) => whoami(state, peer),
         (&Method::POST, PATH_SEAL_SELF) => seal_self(state, peer, body),
         (&Method::GET, PATH_DOMAINS) => list_domains(state, peer),
-        (_, PATH_STATUS | PATH_WHOAMI | PATH_SEAL_SELF | PATH_DOMAINS) => error(
+        (&Method::POST, PATH_TASKS) => broker_routes::register(state, peer, body),
+        (&Method::POST, PATH_TOKENS) => broker_routes::mint(state, peer, body),
+        (&Method::POST, PATH_INTROSPECT) => broker_routes::introspect(state, peer, body),
+        (&Method::POST, PATH_REVOKE) => broker_routes::revoke(state, peer, body),
+        (&Method::GET, PATH_REVOKED) => broker_routes::revocations(state, peer),
+        (&Method::GET, PATH_JWKS | PATH_WELL_KNOWN_JWKS) => broker_routes::jwks(state, peer),
+        (
+            _,
+            PATH_STATUS | PATH_WHOAMI | PATH_SEAL_SELF | PATH_DOMAINS | PATH_TASKS | PATH_TOKENS
+            | PATH_INTROSPECT | PATH_REVOKE | PATH_REVOKED | PATH_JWKS | PATH_WELL_KNOWN_JWKS,
+        ) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             format!("{method} is not allowed on {path}"),
@@ -165,7 +182,7 @@ fn seal_self(state: &AppState, peer: &Peer, body: &[u8]) -> ApiResponse {
     }
 }
 
-fn seal_error(err: &SealError) -> ApiResponse {
+pub fn seal_error(err: &SealError) -> ApiResponse {
     let (status, code) = match err {
         SealError::AlreadyInDomain(_) => (StatusCode::CONFLICT, "already_in_domain"),
         SealError::MultiThreaded(_) => (StatusCode::CONFLICT, "multi_threaded"),
@@ -173,6 +190,7 @@ fn seal_error(err: &SealError) -> ApiResponse {
         SealError::Kernel(_) => (StatusCode::INTERNAL_SERVER_ERROR, "kernel_error"),
         SealError::Capacity(_) => (StatusCode::SERVICE_UNAVAILABLE, "too_many_domains"),
         SealError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "state_not_durable"),
+        SealError::AlreadyRegistered(..) => (StatusCode::CONFLICT, "already_registered"),
     };
     error(status, code, err.to_string())
 }

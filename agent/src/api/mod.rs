@@ -1,5 +1,6 @@
 //! The agent's local API over a Unix socket.
 
+pub mod broker_routes;
 pub mod client;
 pub mod handlers;
 pub mod server;

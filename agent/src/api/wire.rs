@@ -63,3 +63,109 @@ pub struct ErrorResponse {
     pub code: String,
     pub error: String,
 }
+
+// The token broker's operations.
+pub const PATH_TASKS: &str = "/v1/tasks";
+pub const PATH_TOKENS: &str = "/v1/tokens";
+pub const PATH_INTROSPECT: &str = "/v1/tokens/introspect";
+pub const PATH_REVOKE: &str = "/v1/tokens/revoke";
+pub const PATH_REVOKED: &str = "/v1/tokens/revoked";
+pub const PATH_JWKS: &str = "/v1/jwks";
+pub const PATH_WELL_KNOWN_JWKS: &str = "/.well-known/jwks.json";
+
+/// A supervisor registers the task it is about to run: the broker opens a domain bound to the
+/// task's identity and seals the supervisor's child `pid` into it.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// The `scope=workload` token the executor gave the supervisor for this task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_token: Option<String>,
+    /// The task identity, only where the node allows local issuing (no workload token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// The supervisor's child to seal: single-threaded, before it runs any task code.
+    pub pid: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    pub domain: DomainId,
+    pub sub: String,
+    pub label: Option<String>,
+}
+
+/// Mint an execution token for `domain` (its owning supervisor), or for the caller's own
+/// domain (a process inside it, where the node allows it).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MintRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<DomainId>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct MintResponse {
+    pub token: String,
+    pub jti: String,
+    pub domain: DomainId,
+    pub sub: String,
+    pub kid: String,
+    /// Seconds since the Unix epoch.
+    pub exp: u64,
+    pub expires_in: u64,
+}
+
+impl std::fmt::Debug for MintResponse {
+    /// Never prints the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MintResponse")
+            .field("jti", &self.jti)
+            .field("domain", &self.domain)
+            .field("exp", &self.exp)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectRequest {
+    pub token: String,
+    /// The scope the token must have; `execution` unless given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<crate::broker::claims::Scope>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct IntrospectResponse {
+    pub active: bool,
+    /// Why the token is not active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<crate::broker::claims::Claims>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<DomainId>,
+}
+
+/// Revoke one token (`jti`) or every token of a domain.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<DomainId>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RevokeResponse {
+    pub revoked: usize,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RevocationsResponse {
+    pub revoked: Vec<crate::broker::ledger::Revoked>,
+}

@@ -177,6 +177,7 @@ mod tests {
                 created,
                 sealed_pid: 300,
                 sealed_uid: 1000,
+                task: None,
             },
             ended: std::time::UNIX_EPOCH + std::time::Duration::from_secs(created + 75),
             noticed: Noticed::Event,

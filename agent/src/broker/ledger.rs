@@ -10,8 +10,8 @@
 use anyhow::Context;
 use bulkhead_common::DomainId;
 use redb::{
-    MultimapTableDefinition, ReadableDatabase, ReadableTable, ReadableTableMetadata,
-    TableDefinition, WriteTransaction,
+    MultimapTableDefinition, ReadableDatabase, ReadableMultimapTable, ReadableTable,
+    ReadableTableMetadata, TableDefinition, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +42,16 @@ pub enum RevokeReason {
     DomainEnded,
     /// The caller the token was minted for vanished before the answer could be sent.
     CallerGone,
+}
+
+impl RevokeReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requested => "requested",
+            Self::DomainEnded => "domain_ended",
+            Self::CallerGone => "caller_gone",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +156,17 @@ impl StateDb {
                 .collect::<Result<_, _>>()?
         };
         jtis.iter().map(|jti| self.standing(jti)).collect()
+    }
+
+    /// Every domain that has tokens in the ledger.
+    pub fn domains_with_tokens(&self) -> anyhow::Result<Vec<DomainId>> {
+        let txn = self.db.begin_read()?;
+        let index = txn.open_multimap_table(DOMAIN_TOKENS)?;
+        let mut domains = Vec::new();
+        for entry in index.iter()? {
+            domains.push(entry?.0.value());
+        }
+        Ok(domains)
     }
 
     /// Revocations of tokens that have not expired yet, for validators that poll.

@@ -53,6 +53,9 @@ pub struct Verifier {
     keys: HashMap<String, TrustedKey>,
     audience: String,
     issuer: Option<String>,
+    /// The key for tokens without a `kid`: only a lone shared secret (Airflow signs with its
+    /// `jwt_secret` without naming a kid).
+    keyless: Option<String>,
 }
 
 impl Verifier {
@@ -65,18 +68,27 @@ impl Verifier {
             keys,
             audience,
             issuer,
+            keyless: None,
         }
+    }
+
+    /// Tokens without a `kid` are checked against `kid`'s key, which must be the only one.
+    pub fn accepting_no_kid_for(mut self, kid: String) -> Self {
+        debug_assert!(self.keys.len() == 1 && self.keys.contains_key(&kid));
+        self.keyless = Some(kid);
+        self
     }
 
     /// The claims of `token` if it is signed by a trusted key, for our audience (and issuer),
     /// currently valid, and of scope `needed`.
     pub fn verify(&self, token: &str, needed: Scope) -> Result<Claims, VerifyError> {
         let (header, algorithm) = judge_header(token)?;
-        let kid = header
-            .get("kid")
-            .ok_or(VerifyError::NoKid)?
-            .as_str()
-            .ok_or(VerifyError::Malformed("kid is not a string"))?;
+        let kid = match header.get("kid") {
+            Some(kid) => kid
+                .as_str()
+                .ok_or(VerifyError::Malformed("kid is not a string"))?,
+            None => self.keyless.as_deref().ok_or(VerifyError::NoKid)?,
+        };
         let trusted = self.keys.get(kid).ok_or(VerifyError::UnknownKid)?;
         if trusted.algorithm != algorithm {
             return Err(VerifyError::AlgorithmMismatch);

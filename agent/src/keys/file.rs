@@ -84,6 +84,48 @@ pub fn read_private(path: &Path) -> Result<Zeroizing<Vec<u8>>, KeyFileError> {
     Ok(contents)
 }
 
+/// A public file the agent trusts (the workload issuer's JWKS): read only if it is a regular
+/// file owned by root (or the agent's uid) that no group or other user can write, since whoever
+/// can write it can forge workload tokens.
+pub fn read_trusted(path: &Path, max_bytes: u64) -> anyhow::Result<Vec<u8>> {
+    use anyhow::Context;
+    let shown = path.display();
+    let mut file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .with_context(|| format!("opening {shown}"))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("reading {shown}"))?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if !meta.file_type().is_file() {
+        anyhow::bail!("{shown} is not a regular file");
+    }
+    if meta.uid() != 0 && meta.uid() != me {
+        anyhow::bail!(
+            "{shown} is owned by uid {}; it must be owned by root (chown root:root {shown})",
+            meta.uid()
+        );
+    }
+    if meta.mode() & 0o022 != 0 {
+        anyhow::bail!(
+            "{shown} has mode {:04o}; it must not be writable by group or others (chmod 644 {shown})",
+            meta.mode() & 0o7777
+        );
+    }
+    let mut contents = Vec::new();
+    (&mut file)
+        .take(max_bytes + 1)
+        .read_to_end(&mut contents)
+        .with_context(|| format!("reading {shown}"))?;
+    if contents.len() as u64 > max_bytes {
+        anyhow::bail!("{shown} is larger than {max_bytes} bytes");
+    }
+    Ok(contents)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,7 @@
 //! Signing-key custody: reading key files only if they are private, parsing them into signing
 //! keys with their `kid`, keeping the bytes out of dumps and swap, and generating new keys.
 
+pub mod admin;
 pub mod file;
 pub mod generate;
 pub mod keyring;

@@ -1,0 +1,533 @@
+//! The broker's operations, each deciding from the caller as the kernel attests it (PID, uid
+//! and domain read through a pidfd), never from what the request claims.
+//!
+//! Who may do what:
+//! - register a task: a process outside any domain, of an allowed uid, presenting a valid
+//!   workload token (or a task identity where local issuing is on), for its own child;
+//! - mint: the supervisor that registered the domain (while it lives), or, where the node
+//!   allows it, a process inside that very domain;
+//! - introspect, revoke, list revocations: processes outside any domain (revoking a token or
+//!   domain also needs ownership or root);
+//! - the JWKS: anyone.
+
+use std::{
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use bulkhead_common::DomainId;
+use jsonwebtoken::jwk::JwkSet;
+
+use super::{
+    claims::Scope,
+    config::BrokerSection,
+    ledger::{RevokeReason, TokenStanding},
+    mint::{MintError, Minter},
+    owners::Owners,
+    verify::{LEEWAY_SECS, TrustedKey, Verifier, VerifyError},
+};
+use crate::{
+    api::wire::{
+        IntrospectResponse, MintResponse, RegisterRequest, RegisterResponse, RevokeRequest,
+    },
+    domains::{Domains, EndedDomain, Label, SealError, TaskBinding},
+    keys::keyring::Keyring,
+    peer::{Peer, PeerError},
+    state::StateDb,
+};
+
+/// Longest task identity accepted (Airflow's are 36-character UUIDs).
+const MAX_SUB_LEN: usize = 128;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("workload token refused: {0}")]
+    WorkloadToken(VerifyError),
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    #[error("cannot identify the process: {0}")]
+    Process(#[from] PeerError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(
+        "the domain's current token still has more than 20% of its life; ask again in {retry_after} s"
+    )]
+    Fresh { retry_after: u64 },
+    #[error(transparent)]
+    Mint(#[from] MintError),
+    #[error("the caller vanished before the answer; nothing was handed out")]
+    CallerGone,
+    #[error("state database: {0}")]
+    Storage(String),
+}
+
+fn storage(err: anyhow::Error) -> BrokerError {
+    BrokerError::Storage(format!("{err:#}"))
+}
+
+/// What the broker signs with and trusts, swapped whole when the keys rotate.
+struct Keys {
+    keyring: Keyring,
+    minter: Minter,
+    verifier: Verifier,
+}
+
+pub struct Settings {
+    pub audience: String,
+    pub issuer: Option<String>,
+    pub lifetime: Duration,
+    pub allowed_uids: Vec<u32>,
+    pub in_domain_mint: bool,
+    pub local_issuing: bool,
+}
+
+impl Settings {
+    pub fn from_config(config: &BrokerSection) -> Self {
+        Self {
+            audience: config.audience.clone(),
+            issuer: config.issuer.clone(),
+            lifetime: config.token_lifetime,
+            allowed_uids: config.allowed_uids.clone(),
+            in_domain_mint: config.in_domain_mint,
+            local_issuing: config.local_issuing,
+        }
+    }
+}
+
+pub struct Broker {
+    settings: Settings,
+    keys: RwLock<Arc<Keys>>,
+    workload: Option<Verifier>,
+    ledger: Arc<StateDb>,
+    domains: Arc<Domains>,
+    owners: Owners,
+    /// Serialises minting, so the freshness check and the record are one step.
+    minting: Mutex<()>,
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Broker {
+    pub fn new(
+        settings: Settings,
+        keyring: Keyring,
+        workload: Option<Verifier>,
+        ledger: Arc<StateDb>,
+        domains: Arc<Domains>,
+    ) -> Self {
+        let keys = Arc::new(Self::build_keys(&settings, keyring));
+        let broker = Self {
+            settings,
+            keys: RwLock::new(keys),
+            workload,
+            ledger,
+            domains,
+            owners: Owners::default(),
+            minting: Mutex::new(()),
+        };
+        let restored = broker.owners.restore(&broker.domains.live());
+        if restored > 0 {
+            tracing::info!(restored, "supervisors of registered domains found again");
+        }
+        broker
+    }
+
+    fn build_keys(settings: &Settings, keyring: Keyring) -> Keys {
+        let trusted = keyring
+            .held
+            .iter()
+            .map(|held| {
+                (
+                    held.key.kid().to_owned(),
+                    TrustedKey {
+                        algorithm: held.key.algorithm().jwt(),
+                        key: held.key.decoding_key().clone(),
+                    },
+                )
+            })
+            .collect();
+        Keys {
+            minter: Minter {
+                key: keyring.signing().clone(),
+                audience: settings.audience.clone(),
+                issuer: settings.issuer.clone(),
+                lifetime: settings.lifetime,
+            },
+            verifier: Verifier::new(trusted, settings.audience.clone(), settings.issuer.clone()),
+            keyring,
+        }
+    }
+
+    fn keys(&self) -> Arc<Keys> {
+        self.keys.read().expect("keys lock poisoned").clone()
+    }
+
+    pub fn signing_kid(&self) -> String {
+        self.keys().minter.key.kid().to_owned()
+    }
+
+    /// The keyring's shape (creation times and roles), to tell when a reload is due.
+    pub fn key_shape(&self) -> Vec<(u64, crate::keys::rotation::Role)> {
+        self.keys().keyring.shape()
+    }
+
+    /// Installs a rotated keyring; tokens already minted stay valid under the keys it keeps.
+    pub fn install_keyring(&self, keyring: Keyring) {
+        let signing = keyring.signing().kid().to_owned();
+        let published = keyring.held.len();
+        *self.keys.write().expect("keys lock poisoned") =
+            Arc::new(Self::build_keys(&self.settings, keyring));
+        tracing::info!(signing_kid = %signing, published, "signing keys updated");
+    }
+
+    fn require_outside_domain(&self, caller: &Peer, what: &str) -> Result<(), BrokerError> {
+        match self.domains.lookup(caller)? {
+            None => Ok(()),
+            Some(_) => Err(BrokerError::Forbidden(format!(
+                "a process inside a domain cannot {what}"
+            ))),
+        }
+    }
+
+    fn require_allowed_uid(&self, caller: &Peer) -> Result<(), BrokerError> {
+        if self.settings.allowed_uids.contains(&caller.uid) {
+            Ok(())
+        } else {
+            Err(BrokerError::Forbidden(format!(
+                "uid {} is not in the broker's allowed_uids",
+                caller.uid
+            )))
+        }
+    }
+
+    /// Opens a domain for a task and seals the caller's child `pid` into it.
+    pub fn register(
+        &self,
+        caller: &Peer,
+        request: RegisterRequest,
+    ) -> Result<RegisterResponse, BrokerError> {
+        self.require_outside_domain(caller, "register a task")?;
+        self.require_allowed_uid(caller)?;
+        let label = request
+            .label
+            .map(Label::try_from)
+            .transpose()
+            .map_err(BrokerError::BadRequest)?;
+        let sub = match (request.workload_token, request.sub) {
+            (Some(_), Some(_)) => {
+                return Err(BrokerError::BadRequest(
+                    "give a workload_token or a sub, not both: the token names the task".into(),
+                ));
+            }
+            (Some(token), None) => {
+                let verifier = self.workload.as_ref().ok_or_else(|| {
+                    BrokerError::BadRequest(
+                        "this node has no workload token issuer configured; it registers tasks \
+                         by sub (local issuing)"
+                            .into(),
+                    )
+                })?;
+                verifier
+                    .verify(&token, Scope::Workload)
+                    .map_err(BrokerError::WorkloadToken)?
+                    .sub
+            }
+            (None, Some(sub)) if self.settings.local_issuing => sub,
+            (None, Some(_)) => {
+                return Err(BrokerError::Forbidden(
+                    "this node does not allow local issuing; present the task's workload_token"
+                        .into(),
+                ));
+            }
+            (None, None) => {
+                return Err(BrokerError::BadRequest(
+                    "a workload_token is required to register a task".into(),
+                ));
+            }
+        };
+        validate_sub(&sub)?;
+        let child = caller.child(request.pid)?;
+        let binding = TaskBinding {
+            sub: sub.clone(),
+            owner_pid: caller.pid,
+            owner_start: caller.start_time()?,
+            owner_uid: caller.uid,
+        };
+        let record = self.domains.seal_task(&child, label, binding)?;
+        if let Err(err) = self.owners.insert(record.id, caller) {
+            // The task is confined either way; only minting for it is lost.
+            tracing::error!(domain = record.id, error = %err, "cannot hold the supervisor's pidfd");
+        }
+        tracing::info!(
+            domain = record.id,
+            sub = %sub,
+            label = record.label.as_ref().map(Label::as_str).unwrap_or("-"),
+            supervisor_pid = caller.pid,
+            task_pid = child.pid,
+            "task registered and sealed"
+        );
+        Ok(RegisterResponse {
+            domain: record.id,
+            sub,
+            label: record.label.map(|label| label.as_str().to_owned()),
+        })
+    }
+
+    /// Mints an execution token for a domain, to its owner or (if allowed) a process in it.
+    pub fn mint(
+        &self,
+        caller: &Peer,
+        domain: Option<DomainId>,
+    ) -> Result<MintResponse, BrokerError> {
+        let domain = self.mint_target(caller, domain)?;
+        let record = self
+            .domains
+            .record(domain)
+            .ok_or_else(|| BrokerError::NotFound(format!("no live domain {domain}")))?;
+        let task = record.task.ok_or_else(|| {
+            BrokerError::NotFound(format!(
+                "domain {domain} was not registered as a task; it has no identity to mint for"
+            ))
+        })?;
+        let keys = self.keys();
+        let _one_at_a_time = self.minting.lock().expect("minting lock poisoned");
+        self.check_refresh_allowed(domain)?;
+        let (token, claims) =
+            keys.minter
+                .mint(Scope::Execution, &task.sub, domain, self.ledger.as_ref())?;
+        // Re-checked after the work: a caller that exited (its PID now free for reuse) or a
+        // domain that ended meanwhile gets nothing, and the recorded token is revoked.
+        let gone = !caller.is_alive() || !self.domains.is_live(domain);
+        if gone {
+            if let Err(err) = self
+                .ledger
+                .revoke(&claims.jti, RevokeReason::CallerGone, now())
+            {
+                tracing::error!(jti = %claims.jti, error = format!("{err:#}"), "could not revoke an undelivered token");
+            }
+            return Err(BrokerError::CallerGone);
+        }
+        tracing::info!(
+            domain,
+            sub = %task.sub,
+            jti = %claims.jti,
+            kid = %keys.minter.key.kid(),
+            pid = caller.pid,
+            "execution token minted"
+        );
+        Ok(MintResponse {
+            token: token.to_string(),
+            jti: claims.jti,
+            domain,
+            sub: claims.sub,
+            kid: keys.minter.key.kid().to_owned(),
+            exp: claims.exp,
+            expires_in: claims.exp.saturating_sub(now()),
+        })
+    }
+
+    /// The domain `caller` may mint for.
+    fn mint_target(&self, caller: &Peer, asked: Option<DomainId>) -> Result<DomainId, BrokerError> {
+        match self.domains.lookup(caller)? {
+            Some(own) => {
+                if !self.settings.in_domain_mint {
+                    return Err(BrokerError::Forbidden(
+                        "this node hands tokens to supervisors only, not to processes inside a \
+                         domain (in_domain_mint = false)"
+                            .into(),
+                    ));
+                }
+                match asked {
+                    Some(other) if other != own => Err(BrokerError::Forbidden(format!(
+                        "a process in domain {own} cannot mint for domain {other}"
+                    ))),
+                    _ => Ok(own),
+                }
+            }
+            None => {
+                let domain = asked
+                    .ok_or_else(|| BrokerError::BadRequest("name the domain to mint for".into()))?;
+                if self.owners.is_owner(domain, caller) {
+                    Ok(domain)
+                } else {
+                    Err(BrokerError::Forbidden(format!(
+                        "only the live supervisor that registered domain {domain} may mint for it"
+                    )))
+                }
+            }
+        }
+    }
+
+    /// A domain gets a new token only once its newest live one has less than 20% of its life
+    /// left: each domain holds at most two live tokens, and the ledger stays bounded.
+    fn check_refresh_allowed(&self, domain: DomainId) -> Result<(), BrokerError> {
+        let now = now();
+        let window = self.settings.lifetime.as_secs() / 5;
+        let newest_exp = self
+            .ledger
+            .domain_tokens(domain)
+            .map_err(storage)?
+            .into_iter()
+            .filter_map(|standing| match standing {
+                TokenStanding::Live(issued) => Some(issued.exp),
+                _ => None,
+            })
+            .max();
+        match newest_exp {
+            Some(exp) if exp.saturating_sub(now) > window => Err(BrokerError::Fresh {
+                retry_after: exp - window - now,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Verifies a token for a local validator: signature, claims, scope, issued here, not
+    /// revoked. A refusal is an answer (`active: false` with the reason), not an error.
+    pub fn introspect(
+        &self,
+        caller: &Peer,
+        token: &str,
+        scope: Scope,
+    ) -> Result<IntrospectResponse, BrokerError> {
+        self.require_outside_domain(caller, "introspect tokens")?;
+        let inactive = |reason: String| IntrospectResponse {
+            active: false,
+            reason: Some(reason),
+            claims: None,
+            domain: None,
+        };
+        let claims = match self.keys().verifier.verify(token, scope) {
+            Ok(claims) => claims,
+            Err(err) => return Ok(inactive(err.to_string())),
+        };
+        Ok(match self.ledger.standing(&claims.jti).map_err(storage)? {
+            TokenStanding::Live(issued) => IntrospectResponse {
+                active: true,
+                reason: None,
+                domain: Some(issued.domain),
+                claims: Some(claims),
+            },
+            TokenStanding::Revoked(_, revoked) => {
+                inactive(format!("revoked: {}", revoked.reason.as_str()))
+            }
+            TokenStanding::Unknown => inactive("jti was never issued by this broker".into()),
+        })
+    }
+
+    /// Revokes one token or all of a domain's, for its owner or root.
+    pub fn revoke(&self, caller: &Peer, request: RevokeRequest) -> Result<usize, BrokerError> {
+        self.require_outside_domain(caller, "revoke tokens")?;
+        let may_revoke = |domain: DomainId| caller.uid == 0 || self.owners.is_owner(domain, caller);
+        match (request.jti, request.domain) {
+            (Some(jti), None) => {
+                let issued = match self.ledger.standing(&jti).map_err(storage)? {
+                    TokenStanding::Live(issued) => issued,
+                    TokenStanding::Revoked(..) => return Ok(0),
+                    TokenStanding::Unknown => {
+                        return Err(BrokerError::NotFound(
+                            "no live token with that jti was issued here".into(),
+                        ));
+                    }
+                };
+                if !may_revoke(issued.domain) {
+                    return Err(BrokerError::Forbidden(
+                        "only root or the domain's supervisor may revoke its tokens".into(),
+                    ));
+                }
+                self.ledger
+                    .revoke(&jti, RevokeReason::Requested, now())
+                    .map_err(storage)?;
+                tracing::info!(jti = %jti, domain = issued.domain, pid = caller.pid, "token revoked");
+                Ok(1)
+            }
+            (None, Some(domain)) => {
+                if !may_revoke(domain) {
+                    return Err(BrokerError::Forbidden(
+                        "only root or the domain's supervisor may revoke its tokens".into(),
+                    ));
+                }
+                let count = self
+                    .ledger
+                    .revoke_domain(domain, RevokeReason::Requested, now())
+                    .map_err(storage)?;
+                tracing::info!(domain, count, pid = caller.pid, "domain's tokens revoked");
+                Ok(count)
+            }
+            _ => Err(BrokerError::BadRequest(
+                "give exactly one of jti or domain".into(),
+            )),
+        }
+    }
+
+    pub fn revocations(&self, caller: &Peer) -> Result<Vec<super::ledger::Revoked>, BrokerError> {
+        self.require_outside_domain(caller, "list revocations")?;
+        self.ledger.revocations().map_err(storage)
+    }
+
+    /// The public keys of every published key (none for HS512).
+    pub fn jwks(&self) -> JwkSet {
+        JwkSet {
+            keys: self
+                .keys()
+                .keyring
+                .held
+                .iter()
+                .filter_map(|held| held.key.public_jwk().cloned())
+                .collect(),
+        }
+    }
+
+    /// A domain ended: its supervisor's hold goes and its tokens are revoked.
+    pub fn domain_ended(&self, ended: &EndedDomain) {
+        let id = ended.record.id;
+        self.owners.remove(id);
+        match self
+            .ledger
+            .revoke_domain(id, RevokeReason::DomainEnded, now())
+        {
+            Ok(0) => {}
+            Ok(count) => tracing::info!(domain = id, count, "domain ended; its tokens are revoked"),
+            Err(err) => tracing::error!(
+                domain = id,
+                error = format!("{err:#}"),
+                "domain ended but its tokens could not be revoked; retrying at the next sweep"
+            ),
+        }
+    }
+
+    /// Revokes the tokens of every domain that is no longer live (ends missed while the agent
+    /// was down or a notice was lost) and prunes expired entries. Cheap: the ledger holds live
+    /// tokens only.
+    pub fn sweep(&self) -> anyhow::Result<(usize, usize)> {
+        let now = now();
+        let mut revoked = 0;
+        for domain in self.ledger.domains_with_tokens()? {
+            if !self.domains.is_live(domain) {
+                self.owners.remove(domain);
+                revoked += self
+                    .ledger
+                    .revoke_domain(domain, RevokeReason::DomainEnded, now)?;
+            }
+        }
+        let pruned = self.ledger.prune(now.saturating_sub(LEEWAY_SECS))?;
+        Ok((revoked, pruned))
+    }
+}
+
+fn validate_sub(sub: &str) -> Result<(), BrokerError> {
+    let printable = sub.chars().all(|c| c.is_ascii_graphic());
+    if sub.is_empty() || sub.len() > MAX_SUB_LEN || !printable {
+        return Err(BrokerError::BadRequest(format!(
+            "a task identity (sub) is 1 to {MAX_SUB_LEN} printable ASCII characters"
+        )));
+    }
+    Ok(())
+}
