@@ -29,6 +29,10 @@ pub const GLOB_MATCH: &str = "/srv/bulkhead-test/glob/x.pem";
 pub const GLOB_OTHER: &str = "/srv/bulkhead-test/glob/readme.txt";
 pub const VICTIMS_DIR: &str = "/srv/bulkhead-test/victims";
 pub const REPLACED: &str = "/srv/bulkhead-test/replaced.cfg";
+/// The executor's workload-token signing key (in the protected keys directory: a task that
+/// could read it could forge workload tokens) and the JWKS the broker trusts for it.
+pub const EXECUTOR_KEY: &str = "/srv/bulkhead-test/keys/executor.key";
+pub const WORKLOAD_JWKS: &str = "/srv/bulkhead-test/workload-jwks.json";
 
 /// Destructive operations each get their own protected victim, denied first, then done by the
 /// outside-domain control.
@@ -85,9 +89,24 @@ pub fn prepare() -> Result<(), String> {
     }
     run(HARDLINK, fs::hard_link(SECRET, HARDLINK))?;
     run(SYMLINK, std::os::unix::fs::symlink(SECRET, SYMLINK))?;
+    executor_keys()?;
     mount(ROOT, BIND, None, libc::MS_BIND)?;
     mount("tmpfs", SCRATCH_MOUNT, Some("tmpfs"), 0)?;
     Ok(())
+}
+
+/// The executor's key and its public JWKS, as an Airflow deployment would provide them.
+fn executor_keys() -> Result<(), String> {
+    use bulkhead::keys::{
+        generate::{generate, write_new},
+        material::{SigningAlgorithm, SigningKey},
+    };
+    let pem = generate(SigningAlgorithm::EdDSA, 2048).map_err(|e| e.to_string())?;
+    let key =
+        SigningKey::parse(pem.as_bytes(), SigningAlgorithm::EdDSA).map_err(|e| e.to_string())?;
+    write_new(Path::new(EXECUTOR_KEY), pem.as_bytes()).map_err(|e| format!("{e:#}"))?;
+    let jwks = serde_json::json!({ "keys": [key.public_jwk()] });
+    fs::write(WORKLOAD_JWKS, jwks.to_string()).map_err(|e| format!("prepare: {WORKLOAD_JWKS}: {e}"))
 }
 
 fn mount(

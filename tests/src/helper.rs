@@ -13,7 +13,7 @@ use bulkhead::api::{
 
 use crate::{
     access::{self, Access, Outcome, Target, cstring},
-    domain_helpers, file_access, kernel_access, signal_access,
+    broker_helpers, domain_helpers, file_access, kernel_access, signal_access,
 };
 
 /// Bytes every process of this binary holds at a known address, for memory-read checks.
@@ -55,6 +55,14 @@ pub fn main(args: &[String]) -> i32 {
         ["fork-fail", cgroup] => domain_helpers::fork_fail(cgroup),
         ["fork-churn", stop_file] => domain_helpers::fork_churn(stop_file),
         ["list-domains"] => list_domains(),
+        ["supervise", token_file] => broker_helpers::supervise(token_file),
+        ["task-checks", sup, domain, addr, tail] => {
+            broker_helpers::task_checks(sup, domain, addr, tail)
+        }
+        ["mint-for", domain] => broker_helpers::mint_for(domain),
+        ["register-refused", token_file, code] => {
+            broker_helpers::register_refused(token_file, code)
+        }
         ["file-when", go_file, op, path] => {
             // Running here means `bulkhead exec` has sealed us; tell the suite.
             println!("ready");

@@ -6,6 +6,7 @@
 //! creates the protected files before the agent starts (fixtures.rs).
 
 mod access;
+mod broker_helpers;
 mod domain_helpers;
 mod file_access;
 mod fixtures;
@@ -15,6 +16,7 @@ mod kernel_access;
 mod scenarios;
 mod scenarios_agent_files;
 mod scenarios_audit;
+mod scenarios_broker;
 mod scenarios_domains;
 mod scenarios_files;
 mod scenarios_kernel;

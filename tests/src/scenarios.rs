@@ -305,6 +305,7 @@ pub fn run(filter: Option<&str>) -> usize {
     crate::scenarios_agent_files::add(&mut suite);
     crate::scenarios_audit::add(&mut suite);
     crate::scenarios_domains::add(&mut suite);
+    crate::scenarios_broker::add(&mut suite);
     // Restarts the agent and finally removes it: last.
     crate::scenarios_lifecycle::add(&mut suite);
 

@@ -1,0 +1,113 @@
+//! The token broker end to end (issue 4, section 4): a supervisor registers its child with an
+//! executor-signed workload token, the child is sealed, the supervisor mints an execution
+//! token; the task cannot read it out of the supervisor, mint, or register; its exit ends the
+//! domain and revokes the token. Registration with a token the broker must not trust seals
+//! nothing.
+
+use std::{sync::Arc, time::Duration};
+
+use bulkhead::{
+    broker::{
+        claims::{DEFAULT_AUDIENCE, Scope},
+        mint::{Issued, IssuedRegistry, Minter},
+    },
+    keys::{
+        file::read_private,
+        generate::generate,
+        material::{SigningAlgorithm, SigningKey},
+    },
+};
+
+use crate::{
+    access::Outcome,
+    fixtures::EXECUTOR_KEY,
+    harness::Suite,
+    scenarios::{expect, run_helper},
+};
+
+pub fn add(suite: &mut Suite<'_>) {
+    suite.add("broker:register-mint-task-cannot-steal-end-revokes", || {
+        let token = workload_token(
+            executor_key()?,
+            "0196a1b2-0000-7000-8000-0000000000e2",
+            Scope::Workload,
+        )?;
+        expect(
+            run_helper(false, "", &["supervise", &token], &[]),
+            Outcome::Allowed,
+        )
+    });
+    suite.add(
+        "broker:workload-token-of-another-issuer-seals-nothing",
+        || {
+            let stranger = SigningKey::parse(
+                generate(SigningAlgorithm::EdDSA, 2048)
+                    .map_err(|e| e.to_string())?
+                    .as_bytes(),
+                SigningAlgorithm::EdDSA,
+            )
+            .map_err(|e| e.to_string())?;
+            let token = workload_token(
+                Arc::new(stranger),
+                "0196a1b2-0000-7000-8000-0000000000e3",
+                Scope::Workload,
+            )?;
+            expect(
+                run_helper(
+                    false,
+                    "",
+                    &["register-refused", &token, "invalid_workload_token"],
+                    &[],
+                ),
+                Outcome::Denied,
+            )
+        },
+    );
+    suite.add("broker:execution-token-cannot-register", || {
+        let token = workload_token(
+            executor_key()?,
+            "0196a1b2-0000-7000-8000-0000000000e4",
+            Scope::Execution,
+        )?;
+        expect(
+            run_helper(
+                false,
+                "",
+                &["register-refused", &token, "invalid_workload_token"],
+                &[],
+            ),
+            Outcome::Denied,
+        )
+    });
+}
+
+fn executor_key() -> Result<Arc<SigningKey>, String> {
+    let pem = read_private(std::path::Path::new(EXECUTOR_KEY)).map_err(|e| e.to_string())?;
+    SigningKey::parse(&pem, SigningAlgorithm::EdDSA)
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
+}
+
+/// The executor's side: a workload token never recorded by the broker.
+struct NotRecorded;
+impl IssuedRegistry for NotRecorded {
+    fn record(&self, _: &Issued) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// Signs a token as the executor would and writes it to a file; returns the file's path.
+fn workload_token(key: Arc<SigningKey>, sub: &str, scope: Scope) -> Result<String, String> {
+    let minter = Minter {
+        key,
+        audience: DEFAULT_AUDIENCE.to_owned(),
+        issuer: None,
+        lifetime: Duration::from_secs(3600),
+    };
+    let (token, _) = minter
+        .mint(scope, sub, 0, &NotRecorded)
+        .map_err(|e| e.to_string())?;
+    let path = format!("/tmp/workload-{sub}-{}.jwt", scope.as_str());
+    std::fs::write(&path, token.as_bytes()).map_err(|e| e.to_string())?;
+    Ok(path)
+}
