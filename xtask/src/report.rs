@@ -39,9 +39,29 @@ impl Tally {
 /// `cargo test` on the host, streamed, with the per-binary summaries added up. A build failure
 /// counts as a failure.
 pub fn host_tests() -> anyhow::Result<Tally> {
+    let all = cargo_test(&["test", "--workspace", "--exclude", "bulkhead-ebpf"], &[])?;
+    // The tests that need tools from outside (PyJWT), with those tools supplied.
+    let python = crate::setup::pyjwt_python();
+    let interop = cargo_test(
+        &[
+            "test",
+            "-p",
+            "bulkhead",
+            "--test",
+            "pyjwt_interop",
+            "--",
+            "--ignored",
+        ],
+        &[("BULKHEAD_PYJWT_PYTHON", python.as_os_str())],
+    )?;
+    Ok(all.plus(&interop))
+}
+
+fn cargo_test(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> anyhow::Result<Tally> {
     let mut child = Command::new(env!("CARGO"))
         .current_dir(workspace_root())
-        .args(["test", "--workspace", "--exclude", "bulkhead-ebpf"])
+        .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .spawn()
         .context("starting cargo test")?;

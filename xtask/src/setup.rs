@@ -20,7 +20,11 @@ const APT_PACKAGES: &[&str] = &[
     "cpio",
     // aws-lc-sys (the JWT crypto) compiles AWS-LC's C sources with the system C compiler.
     "gcc",
+    // The interop test validates broker tokens with PyJWT, installed from PyPI into a venv.
+    "python3-venv",
 ];
+/// What the interop test installs from PyPI (PyJWT as Airflow uses it, with its crypto backend).
+const PYJWT_REQUIREMENTS: &[&str] = &["PyJWT[crypto]>=2.8,<3"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 
@@ -44,7 +48,41 @@ pub fn setup() -> anyhow::Result<Kernel> {
     step("Debian packages", apt_packages)?;
     step("rust-src for nightly", rust_src)?;
     step("bpf-linker", bpf_linker)?;
+    step("PyJWT for the interop test", pyjwt)?;
     step("VM kernel", vm_kernel)
+}
+
+/// The Python that has PyJWT: a venv under the cache directory, made once.
+pub fn pyjwt_python() -> PathBuf {
+    cache_dir().join("pyjwt-venv/bin/python")
+}
+
+fn pyjwt() -> anyhow::Result<()> {
+    let python = pyjwt_python();
+    let ready = Command::new(&python)
+        .args(["-c", "import jwt, cryptography"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if ready {
+        eprintln!("  present");
+        return Ok(());
+    }
+    let venv = cache_dir().join("pyjwt-venv");
+    let _ = std::fs::remove_dir_all(&venv);
+    run(Command::new("/usr/bin/python3")
+        .args(["-m", "venv"])
+        .arg(&venv))
+    .context("creating the PyJWT venv (is python3-venv installed?)")?;
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(PYJWT_REQUIREMENTS))
+    .context("installing PyJWT from PyPI")
 }
 
 fn step<T>(name: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
