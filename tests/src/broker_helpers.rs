@@ -313,3 +313,92 @@ pub fn register_refused(token_file: &str, expected_code: &str) -> i32 {
         }
     }
 }
+
+/// A first latency figure over the socket: median round trips of mint and introspect, next to
+/// a status request in the same boot (under TCG only the ratios mean anything).
+pub fn bench(token_file: &str, rounds: &str) -> i32 {
+    match bench_rounds(token_file, rounds.parse().unwrap_or(50)) {
+        Ok(line) => {
+            println!("{line}");
+            0
+        }
+        Err(err) => {
+            eprintln!("{err}");
+            1
+        }
+    }
+}
+
+fn bench_rounds(token_file: &str, rounds: usize) -> Result<String, String> {
+    use bulkhead::api::wire::{
+        PATH_REVOKE, PATH_STATUS, RevokeRequest, RevokeResponse, StatusResponse,
+    };
+    let workload = std::fs::read_to_string(token_file).map_err(|e| e.to_string())?;
+    let (task, release) = spawn_waiting(&["never-run"]);
+    let registered: RegisterResponse = client()
+        .post(
+            PATH_TASKS,
+            &RegisterRequest {
+                workload_token: Some(workload.trim().to_owned()),
+                sub: None,
+                pid: task,
+                label: Some("bench".into()),
+            },
+        )
+        .map_err(|err| format!("register: {err}"))?;
+    let domain = registered.domain;
+    let timed = |f: &mut dyn FnMut() -> Result<(), String>| -> Result<Duration, String> {
+        let start = Instant::now();
+        f()?;
+        Ok(start.elapsed())
+    };
+    let (mut status, mut mint, mut verify) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        status.push(timed(&mut || {
+            client()
+                .get::<StatusResponse>(PATH_STATUS)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })?);
+        let mut token = String::new();
+        mint.push(timed(&mut || {
+            token = client()
+                .post::<_, MintResponse>(
+                    PATH_TOKENS,
+                    &MintRequest {
+                        domain: Some(domain),
+                    },
+                )
+                .map_err(|e| e.to_string())?
+                .token;
+            Ok(())
+        })?);
+        verify.push(timed(&mut || {
+            introspect(&token).map(|_| ()).map_err(|e| e.to_string())
+        })?);
+        // Untimed: lets the next mint through the one-fresh-token rule.
+        client()
+            .post::<_, RevokeResponse>(
+                PATH_REVOKE,
+                &RevokeRequest {
+                    jti: None,
+                    domain: Some(domain),
+                },
+            )
+            .map_err(|e| e.to_string())?;
+    }
+    drop(release);
+    wait_child(task);
+    let median = |samples: &mut Vec<Duration>| {
+        samples.sort();
+        samples[samples.len() / 2]
+    };
+    let (status, mint, verify) = (median(&mut status), median(&mut mint), median(&mut verify));
+    let ratio = |d: Duration| d.as_secs_f64() / status.as_secs_f64();
+    Ok(format!(
+        "broker latency over the socket, median of {rounds} (TCG; ratios to a status request): \
+         status {status:?}, mint {mint:?} ({:.1}x), introspect {verify:?} ({:.1}x)",
+        ratio(mint),
+        ratio(verify)
+    ))
+}

@@ -60,6 +60,7 @@ pub fn main(args: &[String]) -> i32 {
             broker_helpers::task_checks(sup, domain, addr, tail)
         }
         ["mint-for", domain] => broker_helpers::mint_for(domain),
+        ["broker-bench", token_file, rounds] => broker_helpers::bench(token_file, rounds),
         ["register-refused", token_file, code] => {
             broker_helpers::register_refused(token_file, code)
         }
