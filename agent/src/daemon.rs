@@ -202,8 +202,6 @@ impl Live {
                 "enforcement mode changed"
             );
         }
-        self.patterns.send_replace(protected_patterns(&new));
-        self.rate.send_replace(audit_rate(&new));
         let mut restart_only = Vec::new();
         if new.api != self.config.api {
             restart_only.push("[api]");
@@ -217,6 +215,9 @@ impl Live {
         if new.protect.rescan_interval_secs != self.config.protect.rescan_interval_secs {
             restart_only.push("protect.rescan_interval_secs");
         }
+        if new.broker != self.config.broker {
+            restart_only.push("[broker]");
+        }
         if restart_only.is_empty() {
             tracing::info!(mode = new.audit.mode.as_str(), "config reloaded");
         } else {
@@ -228,6 +229,10 @@ impl Live {
         applied.agent = self.config.agent.clone();
         applied.audit.log_path = self.config.audit.log_path.clone();
         applied.protect.rescan_interval_secs = self.config.protect.rescan_interval_secs;
+        // The running broker's key directory and secret stay protected whatever the new file says.
+        applied.broker = self.config.broker.clone();
+        self.patterns.send_replace(protected_patterns(&applied));
+        self.rate.send_replace(audit_rate(&applied));
         self.config = applied;
     }
 }
