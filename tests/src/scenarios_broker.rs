@@ -63,6 +63,26 @@ pub fn add(suite: &mut Suite<'_>) {
             )
         },
     );
+    // Not a timed test: it prints a first latency figure and fails only if a request fails.
+    suite.add("bench:broker-mint-introspect-latency", || {
+        let token = workload_token(
+            executor_key()?,
+            "0196a1b2-0000-7000-8000-0000000000b1",
+            Scope::Workload,
+        )?;
+        let output = std::process::Command::new(crate::scenarios::exe())
+            .args(["helper", "broker-bench", &token, "30"])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !output.status.success() {
+            return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+        }
+        println!(
+            "BULKHEAD-NOTE {}",
+            String::from_utf8_lossy(&output.stdout).trim()
+        );
+        Ok(())
+    });
     suite.add("broker:execution-token-cannot-register", || {
         let token = workload_token(
             executor_key()?,
