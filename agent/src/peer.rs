@@ -113,6 +113,12 @@ impl Peer {
 
     /// The peer's start time in clock ticks since boot, confirmed against the pidfd.
     pub fn start_time(&self) -> Result<u64, PeerError> {
+        Ok(self.confirmed_stat()?.starttime)
+    }
+
+    /// /proc/<pid>/stat, confirmed against the pidfd: if the process is still alive after the
+    /// read, its PID cannot have been reused, so the stat is this process's.
+    fn confirmed_stat(&self) -> Result<procfs::process::Stat, PeerError> {
         let stat = procfs::process::Process::new(self.pid)
             .and_then(|process| process.stat())
             .map_err(|source| PeerError::Proc {
@@ -120,7 +126,7 @@ impl Peer {
                 source,
             })?;
         self.ensure_alive()?;
-        Ok(stat.starttime)
+        Ok(stat)
     }
 
     /// A second pidfd for the same process, for holding beyond this connection.
@@ -136,18 +142,9 @@ impl Peer {
         }
     }
 
-    /// How many threads the peer has. Read through /proc/<pid>, then confirmed against the
-    /// pidfd: if the process is still alive its PID cannot have been reused, so the count was
-    /// read from the right process.
+    /// How many threads the peer has, read from the right process (see `confirmed_stat`).
     pub fn thread_count(&self) -> Result<u64, PeerError> {
-        let stat = procfs::process::Process::new(self.pid)
-            .and_then(|process| process.stat())
-            .map_err(|source| PeerError::Proc {
-                pid: self.pid,
-                source,
-            })?;
-        self.ensure_alive()?;
-        Ok(stat.num_threads.max(0) as u64)
+        Ok(self.confirmed_stat()?.num_threads.max(0) as u64)
     }
 }
 

@@ -4,7 +4,7 @@ use hyper::StatusCode;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::{
-    handlers::{ApiResponse, AppState, error, json, seal_error},
+    handlers::{ApiResponse, AppState, decode_body, error, json, seal_error},
     wire::{
         IntrospectRequest, MintRequest, RegisterRequest, RevocationsResponse, RevokeRequest,
         RevokeResponse,
@@ -27,16 +27,6 @@ fn disabled() -> ApiResponse {
     )
 }
 
-/// A request body as JSON; an empty body is `{}`. Unknown fields are refused by the types.
-fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
-    let body = if body.is_empty() {
-        b"{}".as_slice()
-    } else {
-        body
-    };
-    serde_json::from_slice(body).map_err(|err| format!("invalid request body: {err}"))
-}
-
 /// A GET carries no body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,7 +44,7 @@ fn serve<Request: DeserializeOwned, Answer: Serialize>(
     let Some(broker) = state.broker.as_deref() else {
         return disabled();
     };
-    let request = match decode(body) {
+    let request = match decode_body(body) {
         Ok(request) => request,
         Err(reason) => return error(StatusCode::BAD_REQUEST, "bad_request", reason),
     };

@@ -47,6 +47,16 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> ApiR
     )
 }
 
+/// A request body as JSON; an empty body is `{}`. Unknown fields are refused by the types.
+pub fn decode_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    let body = if body.is_empty() {
+        b"{}".as_slice()
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|err| format!("invalid request body: {err}"))
+}
+
 pub fn route(
     state: &AppState,
     peer: &Peer,
@@ -140,19 +150,9 @@ fn list_domains(state: &AppState, peer: &Peer) -> ApiResponse {
 }
 
 fn seal_self(state: &AppState, peer: &Peer, body: &[u8]) -> ApiResponse {
-    let request: SealSelfRequest = if body.is_empty() {
-        SealSelfRequest::default()
-    } else {
-        match serde_json::from_slice(body) {
-            Ok(request) => request,
-            Err(err) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    format!("invalid request body: {err}"),
-                );
-            }
-        }
+    let request: SealSelfRequest = match decode_body(body) {
+        Ok(request) => request,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, "bad_request", reason),
     };
     let label = match request.label.map(Label::try_from).transpose() {
         Ok(label) => label,

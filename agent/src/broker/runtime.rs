@@ -167,13 +167,9 @@ fn sweep(broker: &Broker) {
 /// Loads the key directory again when a key's role changed or a key was added or removed. A
 /// directory that does not load leaves the current keys signing.
 fn reload_keys(broker: &Broker, dir: &Path, algorithm: SigningAlgorithm, schedule: Schedule) {
-    let now = now();
-    let shape: Vec<_> = match keyring::plan(dir, now, schedule) {
-        Ok(plan) => plan
-            .into_iter()
-            .filter(|(_, _, role)| role.is_published())
-            .map(|(created, _, role)| (created, role))
-            .collect(),
+    // One look at the directory decides both whether to reload and what to load.
+    let plan = match keyring::plan(dir, now(), schedule) {
+        Ok(plan) => plan,
         Err(err) => {
             tracing::error!(
                 error = format!("{err:#}"),
@@ -182,10 +178,15 @@ fn reload_keys(broker: &Broker, dir: &Path, algorithm: SigningAlgorithm, schedul
             return;
         }
     };
+    let shape: Vec<_> = plan
+        .iter()
+        .filter(|(_, _, role)| role.is_published())
+        .map(|(created, _, role)| (*created, *role))
+        .collect();
     if shape == broker.key_shape() {
         return;
     }
-    match keyring::load_dir(dir, algorithm, now, schedule) {
+    match keyring::load_planned(dir, plan, algorithm) {
         Ok(keyring) => broker.install_keyring(keyring),
         Err(err) => tracing::error!(
             error = format!("{err:#}"),

@@ -87,10 +87,7 @@ pub fn rotate(
 mod tests {
     use super::*;
 
-    const SCHEDULE: Schedule = Schedule {
-        publish_lead: 300,
-        retire_after: 700,
-    };
+    use crate::keys::rotation::TEST_SCHEDULE as SCHEDULE;
 
     #[test]
     fn rotation_adds_a_published_key_and_removes_expired_ones() {

@@ -108,7 +108,15 @@ pub fn load_dir(
     now: u64,
     schedule: Schedule,
 ) -> anyhow::Result<Keyring> {
-    let plan = plan(dir, now, schedule)?;
+    load_planned(dir, plan(dir, now, schedule)?, algorithm)
+}
+
+/// Reads the published keys of `plan`, a [`plan`] of `dir`.
+pub fn load_planned(
+    dir: &Path,
+    plan: Vec<(u64, PathBuf, Role)>,
+    algorithm: SigningAlgorithm,
+) -> anyhow::Result<Keyring> {
     if plan.is_empty() {
         anyhow::bail!(
             "the key directory {} holds no signing key (signing-<unix time>.key); create one \
@@ -148,10 +156,7 @@ mod tests {
     use super::*;
     use crate::keys::generate::{generate, write_new};
 
-    const SCHEDULE: Schedule = Schedule {
-        publish_lead: 300,
-        retire_after: 700,
-    };
+    use crate::keys::rotation::TEST_SCHEDULE as SCHEDULE;
 
     fn add_key(dir: &Path, created: u64) -> String {
         let pem = generate(SigningAlgorithm::EdDSA, 2048).unwrap();

@@ -95,14 +95,16 @@ pub fn roles(created: &[u64], now: u64, schedule: Schedule) -> Vec<Role> {
         .collect()
 }
 
+/// The schedule the key tests reason about: 300 s lead, 700 s kept after retirement.
+#[cfg(test)]
+pub(crate) const TEST_SCHEDULE: Schedule = Schedule {
+    publish_lead: 300,
+    retire_after: 700,
+};
+
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    const SCHEDULE: Schedule = Schedule {
-        publish_lead: 300,
-        retire_after: 700,
-    };
+    use super::{TEST_SCHEDULE as SCHEDULE, *};
 
     #[test]
     fn file_names_round_trip_and_strangers_are_ignored() {
