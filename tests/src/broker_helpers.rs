@@ -94,6 +94,23 @@ fn unsealed(args: &[&str]) -> Outcome {
     }
 }
 
+/// Registers child `task` with the workload token in `workload` (a file's contents).
+fn register(
+    workload: &str,
+    task: i32,
+    label: Option<&str>,
+) -> Result<RegisterResponse, ClientError> {
+    client().post(
+        PATH_TASKS,
+        &RegisterRequest {
+            workload_token: Some(workload.trim().to_owned()),
+            sub: None,
+            pid: task,
+            label: label.map(str::to_owned),
+        },
+    )
+}
+
 fn introspect(token: &str) -> Result<IntrospectResponse, ClientError> {
     client().post(
         PATH_INTROSPECT,
@@ -119,18 +136,9 @@ fn supervise_steps(token_file: &str) -> Result<(), String> {
     let workload = std::fs::read_to_string(token_file).map_err(|e| e.to_string())?;
     let me = std::process::id().to_string();
     let (task, mut release) = spawn_waiting(&["task-checks", &me]);
-    let registered: RegisterResponse = client()
-        .post(
-            PATH_TASKS,
-            &RegisterRequest {
-                workload_token: Some(workload.trim().to_owned()),
-                sub: None,
-                pid: task,
-                label: Some("airflow.ti".into()),
-            },
-        )
-        .map_err(|err| format!("register: {err}"))?;
-    let domain = registered.domain;
+    let domain = register(&workload, task, Some("airflow.ti"))
+        .map_err(|err| format!("register: {err}"))?
+        .domain;
     let minted: MintResponse = client()
         .post(
             PATH_TOKENS,
@@ -290,15 +298,7 @@ pub fn mint_for(domain: &str) -> i32 {
 pub fn register_refused(token_file: &str, expected_code: &str) -> i32 {
     let workload = std::fs::read_to_string(token_file).expect("token file");
     let (task, release) = spawn_waiting(&["never-run"]);
-    let result: Result<RegisterResponse, _> = client().post(
-        PATH_TASKS,
-        &RegisterRequest {
-            workload_token: Some(workload.trim().to_owned()),
-            sub: None,
-            pid: task,
-            label: None,
-        },
-    );
+    let result = register(&workload, task, None);
     drop(release);
     wait_child(task);
     match result {
@@ -335,18 +335,9 @@ fn bench_rounds(token_file: &str, rounds: usize) -> Result<String, String> {
     };
     let workload = std::fs::read_to_string(token_file).map_err(|e| e.to_string())?;
     let (task, release) = spawn_waiting(&["never-run"]);
-    let registered: RegisterResponse = client()
-        .post(
-            PATH_TASKS,
-            &RegisterRequest {
-                workload_token: Some(workload.trim().to_owned()),
-                sub: None,
-                pid: task,
-                label: Some("bench".into()),
-            },
-        )
-        .map_err(|err| format!("register: {err}"))?;
-    let domain = registered.domain;
+    let domain = register(&workload, task, Some("bench"))
+        .map_err(|err| format!("register: {err}"))?
+        .domain;
     let timed = |f: &mut dyn FnMut() -> Result<(), String>| -> Result<Duration, String> {
         let start = Instant::now();
         f()?;

@@ -52,15 +52,7 @@ pub fn add(suite: &mut Suite<'_>) {
                 "0196a1b2-0000-7000-8000-0000000000e3",
                 Scope::Workload,
             )?;
-            expect(
-                run_helper(
-                    false,
-                    "",
-                    &["register-refused", &token, "invalid_workload_token"],
-                    &[],
-                ),
-                Outcome::Denied,
-            )
+            registration_refused(&token)
         },
     );
     // Not a timed test: it prints a first latency figure and fails only if a request fails.
@@ -89,16 +81,21 @@ pub fn add(suite: &mut Suite<'_>) {
             "0196a1b2-0000-7000-8000-0000000000e4",
             Scope::Execution,
         )?;
-        expect(
-            run_helper(
-                false,
-                "",
-                &["register-refused", &token, "invalid_workload_token"],
-                &[],
-            ),
-            Outcome::Denied,
-        )
+        registration_refused(&token)
     });
+}
+
+/// A supervisor presenting the workload token in file `token` is refused and seals nothing.
+fn registration_refused(token: &str) -> Result<(), String> {
+    expect(
+        run_helper(
+            false,
+            "",
+            &["register-refused", token, "invalid_workload_token"],
+            &[],
+        ),
+        Outcome::Denied,
+    )
 }
 
 fn executor_key() -> Result<Arc<SigningKey>, String> {
