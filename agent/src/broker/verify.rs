@@ -28,7 +28,7 @@ pub enum VerifyError {
     Malformed(&'static str),
     #[error("header parameter {0:?} is not accepted: keys are never taken from the token")]
     ForbiddenHeader(String),
-    #[error("algorithm {0:?} is not accepted")]
+    #[error("algorithm \"{0}\" is not accepted")]
     Algorithm(String),
     #[error("the token names no kid")]
     NoKid,
@@ -38,8 +38,29 @@ pub enum VerifyError {
     AlgorithmMismatch,
     #[error("invalid token: {0}")]
     Invalid(String),
-    #[error("scope {found:?} where {needed:?} is needed")]
+    #[error("scope \"{found}\" where \"{needed}\" is needed")]
     Scope { found: String, needed: &'static str },
+}
+
+/// How much of a token's own text an error may repeat. Refusals are logged, and the token is
+/// the caller's: an error that echoed it whole would let any caller write what it likes into
+/// the agent's log (found by the `token_parsing` fuzz target: a 700-byte `alg` came back in
+/// full).
+const MAX_ECHO_CHARS: usize = 32;
+/// The same for the JWT library's reasons, which quote claim values (`invalid type: string
+/// "...", expected u64`).
+const MAX_REASON_CHARS: usize = 120;
+
+/// `text` escaped to printable ASCII (so it stays one log line and forges none) and cut to
+/// `max` characters.
+fn excerpt(text: &str, max: usize) -> String {
+    let mut shown: String = text.escape_default().collect();
+    if shown.len() > max {
+        // Escaped text is ASCII, so any byte index is a character boundary.
+        shown.truncate(max);
+        shown.push_str("...");
+    }
+    shown
 }
 
 /// One trusted verification key.
@@ -105,7 +126,7 @@ impl Verifier {
             validation.required_spec_claims.insert("iss".to_owned());
         }
         let claims = jsonwebtoken::decode::<Claims>(token, &trusted.key, &validation)
-            .map_err(|err| VerifyError::Invalid(err.to_string()))?
+            .map_err(|err| VerifyError::Invalid(excerpt(&err.to_string(), MAX_REASON_CHARS)))?
             .claims;
         if self.issuer.is_none() && claims.iss.is_some() {
             // Not configured means none expected; a stray issuer is a token from elsewhere.
@@ -113,7 +134,7 @@ impl Verifier {
         }
         if claims.scope != needed.as_str() {
             return Err(VerifyError::Scope {
-                found: claims.scope,
+                found: excerpt(&claims.scope, MAX_ECHO_CHARS),
                 needed: needed.as_str(),
             });
         }
@@ -152,7 +173,7 @@ fn judge_header(
     // Only the algorithms the broker signs with; this excludes every spelling of `none`.
     let algorithm = alg
         .parse::<SigningAlgorithm>()
-        .map_err(|_| VerifyError::Algorithm(alg.to_owned()))?
+        .map_err(|_| VerifyError::Algorithm(excerpt(alg, MAX_ECHO_CHARS)))?
         .jwt();
     Ok((header, algorithm))
 }

@@ -339,3 +339,34 @@ fn malformed_tokens_are_refused_without_panicking() {
         assert!(f.check(token, Scope::Execution).is_err(), "{token:?}");
     }
 }
+
+/// Refusals are logged: a token's own text comes back cut short and escaped, never whole and
+/// never with a line break (the `token_parsing` fuzz target found a 700-byte `alg` echoed).
+#[test]
+fn errors_repeat_little_of_the_token_and_no_line_breaks() {
+    let f = fixture(None);
+    let long_alg = format!("HS512\n{}", "A".repeat(10_000));
+    let token = forge(&json!({"alg": long_alg}), &claims("execution"), None);
+    let long_scope = forge(
+        &f.header(),
+        &claims(&format!("execution\r\n{}", "B".repeat(10_000))),
+        Some((f.key.encoding_key(), Algorithm::EdDSA)),
+    );
+    let mut string_exp = claims("execution");
+    string_exp["exp"] = json!(format!("1\n{}", "C".repeat(10_000)));
+    let string_exp = forge(
+        &f.header(),
+        &string_exp,
+        Some((f.key.encoding_key(), Algorithm::EdDSA)),
+    );
+    for (token, refusal) in [
+        (token, "algorithm"),
+        (long_scope, "scope"),
+        (string_exp, "invalid token"),
+    ] {
+        let text = f.check(&token, Scope::Execution).unwrap_err().to_string();
+        assert!(text.starts_with(refusal), "{text}");
+        assert!(text.len() <= 200, "{} bytes: {text:.300}", text.len());
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+    }
+}
