@@ -9,6 +9,8 @@ pub mod daemon;
 pub mod domains;
 pub mod enforce;
 pub mod exec;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod keys;
 pub mod lifecycle;
 pub mod peer;
