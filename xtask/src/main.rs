@@ -4,9 +4,11 @@
 //! - `test`: setup if needed, host tests, then the VM enforcement suite
 //! - `vm-test [FILTER]`: only the VM suite
 //! - `vm-run [--config FILE] [--include PATH]... [-- COMMAND...]`: the agent in a VM; run COMMAND or the demo
+//! - `fuzz [TARGET] [--secs N]`: the fuzz targets (cargo-fuzz), N seconds each
 
 mod artifacts;
 mod cmd;
+mod fuzz;
 mod initramfs;
 mod qemu;
 mod report;
@@ -57,6 +59,13 @@ enum Task {
         #[arg(last = true, value_name = "COMMAND")]
         command: Vec<String>,
     },
+    /// Run the fuzz targets (fuzz/, cargo-fuzz with libFuzzer) for SECS seconds each, or only
+    /// TARGET. Fails on any finding and says where the input is.
+    Fuzz {
+        target: Option<String>,
+        #[arg(long, default_value_t = 60)]
+        secs: u64,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -89,6 +98,7 @@ impl VmArgs {
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Task::Setup => setup::setup().map(|_| ExitCode::SUCCESS),
+        Task::Fuzz { target, secs } => fuzz::run(target.as_deref(), secs),
         Task::Test { vm } => test_all(&vm),
         Task::VmTest {
             filter,

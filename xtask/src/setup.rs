@@ -22,10 +22,13 @@ const APT_PACKAGES: &[&str] = &[
     "gcc",
     // The interop test validates broker tokens with PyJWT, installed from PyPI into a venv.
     "python3-venv",
+    // libfuzzer-sys compiles libFuzzer's C++ sources (`cargo xtask fuzz`).
+    "g++",
 ];
 /// What the interop test installs from PyPI (PyJWT as Airflow uses it, with its crypto backend).
 const PYJWT_REQUIREMENTS: &[&str] = &["PyJWT[crypto]>=2.8,<3"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 
 /// The VM's kernel, extracted from Debian's package.
@@ -45,11 +48,36 @@ pub fn cache_dir() -> PathBuf {
 }
 
 pub fn setup() -> anyhow::Result<Kernel> {
-    step("Debian packages", apt_packages)?;
-    step("rust-src for nightly", rust_src)?;
-    step("bpf-linker", bpf_linker)?;
+    build_prerequisites()?;
     step("PyJWT for the interop test", pyjwt)?;
     step("VM kernel", vm_kernel)
+}
+
+/// What building the agent needs (its build script compiles the eBPF programs).
+pub fn build_prerequisites() -> anyhow::Result<()> {
+    step("Debian packages", apt_packages)?;
+    step("rust-src for nightly", rust_src)?;
+    step("bpf-linker", bpf_linker)
+}
+
+/// `cargo fuzz`, for `cargo xtask fuzz` only (the normal tests replay the corpus without it).
+pub fn cargo_fuzz() -> anyhow::Result<()> {
+    step("cargo-fuzz", || {
+        if output(Command::new("cargo").args(["fuzz", "--version"]))
+            .is_ok_and(|v| v.contains(CARGO_FUZZ_VERSION))
+        {
+            eprintln!("  {CARGO_FUZZ_VERSION} present");
+            return Ok(());
+        }
+        eprintln!("  building cargo-fuzz {CARGO_FUZZ_VERSION} (about a minute)");
+        run(Command::new("cargo").args([
+            "install",
+            "cargo-fuzz",
+            "--locked",
+            "--version",
+            CARGO_FUZZ_VERSION,
+        ]))
+    })
 }
 
 /// The Python that has PyJWT: a venv under the cache directory, made once.
