@@ -17,8 +17,15 @@ pub const EXIT_CANNOT_EXECUTE: i32 = 126;
 /// Exit status when CMD was not found.
 pub const EXIT_NOT_FOUND: i32 = 127;
 
-/// Seals and execs; returns only on failure, with the exit status to use.
-pub fn seal_and_exec(socket: &Path, label: Option<String>, command: &[OsString]) -> i32 {
+/// Seals and execs; returns only on failure, with the exit status to use. With a
+/// `registration` (made by this process's parent with the token broker), the domain is the
+/// registered task's and the label comes from the registration.
+pub fn seal_and_exec(
+    socket: &Path,
+    label: Option<String>,
+    registration: Option<String>,
+    command: &[OsString],
+) -> i32 {
     let Some((program, args)) = command.split_first() else {
         eprintln!("bulkhead exec: no command given");
         return EXIT_BULKHEAD_FAILED;
@@ -34,22 +41,29 @@ pub fn seal_and_exec(socket: &Path, label: Option<String>, command: &[OsString])
             return EXIT_BULKHEAD_FAILED;
         }
     }
-    let sealed: SealSelfResponse =
-        match Client::new(socket).post(PATH_SEAL_SELF, &SealSelfRequest { label }) {
-            Ok(sealed) => sealed,
-            Err(err) => {
-                eprintln!(
-                    "bulkhead exec: not running {}: {err}",
-                    program.to_string_lossy()
-                );
-                return EXIT_BULKHEAD_FAILED;
-            }
-        };
+    let sealed: SealSelfResponse = match Client::new(socket).post(
+        PATH_SEAL_SELF,
+        &SealSelfRequest {
+            label,
+            registration,
+        },
+    ) {
+        Ok(sealed) => sealed,
+        Err(err) => {
+            eprintln!(
+                "bulkhead exec: not running {}: {err}",
+                program.to_string_lossy()
+            );
+            return EXIT_BULKHEAD_FAILED;
+        }
+    };
     // The child learns its domain from the environment only for display; the kernel's label is
     // what is enforced.
     let err = Command::new(program)
         .args(args)
         .env("BULKHEAD_DOMAIN", sealed.domain.to_string())
+        // Spent (a registration is taken once); the task has no use for it.
+        .env_remove("BULKHEAD_REGISTRATION")
         .exec();
     eprintln!(
         "bulkhead exec: cannot execute {}: {err}",

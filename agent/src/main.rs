@@ -45,8 +45,12 @@ enum Command {
     /// failed (agent unreachable or refused), 126 if CMD could not be executed, 127 if not found.
     Exec {
         /// Human-readable name for the domain, shown in the agent's logs.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "registration")]
         label: Option<String>,
+        /// Join the task the parent registered with the token broker (POST /v1/tasks without
+        /// a pid): the domain is bound to that task and its supervisor may mint for it.
+        #[arg(long, env = "BULKHEAD_REGISTRATION", value_name = "ID")]
+        registration: Option<String>,
         #[arg(long, env = "BULKHEAD_SOCKET", default_value = DEFAULT_SOCKET_PATH)]
         socket: PathBuf,
         #[arg(required = true, last = true, value_name = "CMD")]
@@ -173,9 +177,10 @@ fn main() -> ExitCode {
         },
         Command::Exec {
             label,
+            registration,
             socket,
             command,
-        } => ExitCode::from(exec::seal_and_exec(&socket, label, &command) as u8),
+        } => ExitCode::from(exec::seal_and_exec(&socket, label, registration, &command) as u8),
         Command::Status { socket } => print_response::<StatusResponse>(&socket, PATH_STATUS),
         Command::Whoami { socket } => print_response::<WhoamiResponse>(&socket, PATH_WHOAMI),
         Command::Uninstall { config } => uninstall(&config),

@@ -116,6 +116,12 @@ impl Peer {
         Ok(self.confirmed_stat()?.starttime)
     }
 
+    /// The PID of this process's parent, read while this process was alive (so it is this
+    /// process's parent, not a PID successor's).
+    pub fn parent_pid(&self) -> Result<i32, PeerError> {
+        Ok(self.confirmed_stat()?.ppid)
+    }
+
     /// /proc/<pid>/stat, confirmed against the pidfd: if the process is still alive after the
     /// read, its PID cannot have been reused, so the stat is this process's.
     fn confirmed_stat(&self) -> Result<procfs::process::Stat, PeerError> {

@@ -105,7 +105,7 @@ fn register(
         &RegisterRequest {
             workload_token: Some(workload.trim().to_owned()),
             sub: None,
-            pid: task,
+            pid: Some(task),
             label: label.map(str::to_owned),
         },
     )
@@ -138,7 +138,8 @@ fn supervise_steps(token_file: &str) -> Result<(), String> {
     let (task, mut release) = spawn_waiting(&["task-checks", &me]);
     let domain = register(&workload, task, Some("airflow.ti"))
         .map_err(|err| format!("register: {err}"))?
-        .domain;
+        .domain
+        .ok_or("registered with a pid, but no domain")?;
     let minted: MintResponse = client()
         .post(
             PATH_TOKENS,
@@ -251,7 +252,7 @@ pub fn task_checks(sup: &str, domain: &str, addr: &str, tail: &str) -> i32 {
         &RegisterRequest {
             workload_token: None,
             sub: Some("x".into()),
-            pid: 1,
+            pid: Some(1),
             label: None,
         },
     );
@@ -304,7 +305,7 @@ pub fn register_refused(token_file: &str, expected_code: &str) -> i32 {
     match result {
         Err(ClientError::Refused { code, .. }) if code == expected_code => 10,
         Ok(registered) => {
-            eprintln!("registered into domain {}", registered.domain);
+            eprintln!("registered into domain {:?}", registered.domain);
             0
         }
         Err(err) => {
@@ -337,7 +338,8 @@ fn bench_rounds(token_file: &str, rounds: usize) -> Result<String, String> {
     let (task, release) = spawn_waiting(&["never-run"]);
     let domain = register(&workload, task, Some("bench"))
         .map_err(|err| format!("register: {err}"))?
-        .domain;
+        .domain
+        .ok_or("registered with a pid, but no domain")?;
     let timed = |f: &mut dyn FnMut() -> Result<(), String>| -> Result<Duration, String> {
         let start = Instant::now();
         f()?;

@@ -13,7 +13,7 @@ use bulkhead::api::{
 
 use crate::{
     access::{self, Access, Outcome, Target, cstring},
-    broker_helpers, domain_helpers, file_access, kernel_access, signal_access,
+    broker_exec_helpers, broker_helpers, domain_helpers, file_access, kernel_access, signal_access,
 };
 
 /// Bytes every process of this binary holds at a known address, for memory-read checks.
@@ -60,6 +60,9 @@ pub fn main(args: &[String]) -> i32 {
             broker_helpers::task_checks(sup, domain, addr, tail)
         }
         ["mint-for", domain] => broker_helpers::mint_for(domain),
+        ["supervise-exec", token_file] => broker_exec_helpers::supervise_exec(token_file),
+        ["take-registration", id] => broker_exec_helpers::take_registration(id),
+        ["registered-task", sup] => broker_exec_helpers::registered_task(sup),
         ["broker-bench", token_file, rounds] => broker_helpers::bench(token_file, rounds),
         ["register-refused", token_file, code] => {
             broker_helpers::register_refused(token_file, code)
@@ -344,7 +347,7 @@ fn double_fork(argv: &[*const libc::c_char]) -> i32 {
     }
 }
 
-fn supervisor_target(sup: i32) -> Target {
+pub(crate) fn supervisor_target(sup: i32) -> Target {
     Target {
         pid: sup,
         addr: 0,
@@ -360,7 +363,7 @@ fn client() -> Client {
     ))
 }
 
-fn whoami() -> Result<Option<u64>, ClientError> {
+pub(crate) fn whoami() -> Result<Option<u64>, ClientError> {
     client()
         .get::<WhoamiResponse>(PATH_WHOAMI)
         .map(|w| w.domain)

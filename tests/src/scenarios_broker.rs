@@ -38,6 +38,20 @@ pub fn add(suite: &mut Suite<'_>) {
         )
     });
     suite.add(
+        "broker:exec-registration-taken-only-by-the-supervisors-child",
+        || {
+            let token = workload_token(
+                executor_key()?,
+                "0196a1b2-0000-7000-8000-0000000000e5",
+                Scope::Workload,
+            )?;
+            expect(
+                run_helper(false, "", &["supervise-exec", &token], &[]),
+                Outcome::Allowed,
+            )
+        },
+    );
+    suite.add(
         "broker:workload-token-of-another-issuer-seals-nothing",
         || {
             let stranger = SigningKey::parse(

@@ -54,6 +54,18 @@ fn serve<Request: DeserializeOwned, Answer: Serialize>(
     }
 }
 
+/// `bulkhead exec --registration ID`: the caller asks to be sealed into the domain of the task
+/// its parent registered.
+pub fn take_registration(state: &AppState, peer: &Peer, id: &str) -> ApiResponse {
+    let Some(broker) = state.broker.as_deref() else {
+        return disabled();
+    };
+    match broker.take_registration(peer, id) {
+        Ok(sealed) => json(StatusCode::OK, &sealed),
+        Err(err) => refusal(peer, "take registration", &err),
+    }
+}
+
 fn refusal(peer: &Peer, operation: &str, err: &BrokerError) -> ApiResponse {
     let (status, code) = match err {
         BrokerError::Seal(seal) => return seal_error(seal),
@@ -72,6 +84,8 @@ fn refusal(peer: &Peer, operation: &str, err: &BrokerError) -> ApiResponse {
         }
         BrokerError::Mint(_) => (StatusCode::INTERNAL_SERVER_ERROR, "mint_failed"),
         BrokerError::CallerGone => (StatusCode::GONE, "caller_gone"),
+        BrokerError::Conflict(_) => (StatusCode::CONFLICT, "already_registered"),
+        BrokerError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "too_many_registrations"),
     };
     // The error text never holds a token (verification errors name the check, not the input).
     tracing::warn!(pid = peer.pid, uid = peer.uid, operation, code, reason = %err, "broker refused");

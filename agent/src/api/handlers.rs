@@ -154,6 +154,16 @@ fn seal_self(state: &AppState, peer: &Peer, body: &[u8]) -> ApiResponse {
         Ok(request) => request,
         Err(reason) => return error(StatusCode::BAD_REQUEST, "bad_request", reason),
     };
+    if let Some(registration) = &request.registration {
+        if request.label.is_some() {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "a registration names its own label; give one or the other",
+            );
+        }
+        return broker_routes::take_registration(state, peer, registration);
+    }
     let label = match request.label.map(Label::try_from).transpose() {
         Ok(label) => label,
         Err(reason) => return error(StatusCode::BAD_REQUEST, "bad_label", reason),

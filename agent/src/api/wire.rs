@@ -15,7 +15,12 @@ pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SealSelfRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// A registration the caller's parent (the supervisor) made with the token broker; the
+    /// domain is then the registered task's, with its label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -74,7 +79,9 @@ pub const PATH_JWKS: &str = "/v1/jwks";
 pub const PATH_WELL_KNOWN_JWKS: &str = "/.well-known/jwks.json";
 
 /// A supervisor registers the task it is about to run: the broker opens a domain bound to the
-/// task's identity and seals the supervisor's child `pid` into it.
+/// task's identity and seals the supervisor's child `pid` into it. Without `pid`, the broker
+/// answers with a `registration` id instead, which the supervisor's child presents through
+/// `bulkhead exec --registration ID` to be sealed.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
@@ -85,14 +92,23 @@ pub struct RegisterRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
     /// The supervisor's child to seal: single-threaded, before it runs any task code.
-    pub pid: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RegisterResponse {
-    pub domain: DomainId,
+    /// The task's domain, once a process is sealed into it (at once when `pid` was given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<DomainId>,
+    /// Without `pid`: the id the supervisor's child presents to be sealed ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration: Option<String>,
+    /// ... within this many seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<u64>,
     pub sub: String,
     pub label: Option<String>,
 }

@@ -68,7 +68,7 @@ impl Minter {
             iat: now,
             nbf: now,
             exp: now + self.lifetime.as_secs(),
-            jti: new_jti()?,
+            jti: random_id()?,
             iss: self.issuer.clone(),
         };
         let mut header = Header::new(self.key.algorithm().jwt());
@@ -90,7 +90,8 @@ impl Minter {
 }
 
 /// 128 random bits as 32 hex digits, the shape of Airflow's `uuid4().hex` jti.
-fn new_jti() -> Result<String, MintError> {
+/// 128 random bits as hex: token ids, and the ids of registrations waiting for a process.
+pub(super) fn random_id() -> Result<String, MintError> {
     let mut bytes = [0u8; 16];
     SystemRandom::new()
         .fill(&mut bytes)

@@ -8,6 +8,7 @@ pub mod issuer;
 pub mod ledger;
 pub mod mint;
 pub mod owners;
+pub mod pending;
 pub mod runtime;
 pub mod service;
 pub mod verify;

@@ -18,9 +18,41 @@ use crate::{
     peer::{Peer, pidfd_is_alive, pidfd_open},
 };
 
-struct Owner {
+/// A supervisor, held by a pidfd so that its PID keeps naming it.
+pub struct Owner {
     pid: i32,
     pidfd: OwnedFd,
+}
+
+impl Owner {
+    pub fn of(peer: &Peer) -> std::io::Result<Self> {
+        Ok(Self {
+            pid: peer.pid,
+            pidfd: peer.duplicate_pidfd()?,
+        })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    pub fn is_alive(&self) -> bool {
+        pidfd_is_alive(self.pidfd.as_fd())
+    }
+
+    /// Whether `caller` is this supervisor: same PID while our pidfd still names a live
+    /// process (so the PID was not reused), and the caller alive too.
+    pub fn is(&self, caller: &Peer) -> bool {
+        self.pid == caller.pid && self.is_alive() && caller.is_alive()
+    }
+
+    /// Whether `caller` is a child of this supervisor. The caller's parent PID is read while
+    /// the caller is alive, and it names this supervisor only while our pidfd says the
+    /// supervisor is alive (a dead supervisor's children are reparented, and its PID may be
+    /// reused).
+    pub fn is_parent_of(&self, caller: &Peer) -> bool {
+        caller.parent_pid().is_ok_and(|ppid| ppid == self.pid) && self.is_alive()
+    }
 }
 
 #[derive(Default)]
@@ -34,15 +66,12 @@ impl Owners {
     }
 
     pub fn insert(&self, domain: DomainId, owner: &Peer) -> std::io::Result<()> {
-        let pidfd = owner.duplicate_pidfd()?;
-        self.map().insert(
-            domain,
-            Owner {
-                pid: owner.pid,
-                pidfd,
-            },
-        );
+        self.insert_held(domain, Owner::of(owner)?);
         Ok(())
+    }
+
+    pub fn insert_held(&self, domain: DomainId, owner: Owner) {
+        self.map().insert(domain, owner);
     }
 
     pub fn remove(&self, domain: DomainId) {
@@ -51,11 +80,9 @@ impl Owners {
 
     /// Whether `caller` is the live supervisor that registered `domain`.
     pub fn is_owner(&self, domain: DomainId, caller: &Peer) -> bool {
-        let owners = self.map();
-        let Some(owner) = owners.get(&domain) else {
-            return false;
-        };
-        owner.pid == caller.pid && pidfd_is_alive(owner.pidfd.as_fd()) && caller.is_alive()
+        self.map()
+            .get(&domain)
+            .is_some_and(|owner| owner.is(caller))
     }
 
     /// After an agent restart: finds each registered domain's supervisor again, by PID and

@@ -23,12 +23,14 @@ use super::{
     config::BrokerSection,
     ledger::{RevokeReason, TokenStanding},
     mint::{MintError, Minter},
-    owners::Owners,
+    owners::{Owner, Owners},
+    pending::{PendingRegistrations, REGISTRATION_TTL, Registration},
     verify::{LEEWAY_SECS, TrustedKey, Verifier, VerifyError},
 };
 use crate::{
     api::wire::{
         IntrospectResponse, MintResponse, RegisterRequest, RegisterResponse, RevokeRequest,
+        SealSelfResponse,
     },
     domains::{Domains, EndedDomain, Label, SealError, TaskBinding},
     keys::keyring::Keyring,
@@ -63,6 +65,10 @@ pub enum BrokerError {
     CallerGone,
     #[error("state database: {0}")]
     Storage(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Busy(String),
 }
 
 fn storage(err: anyhow::Error) -> BrokerError {
@@ -83,6 +89,8 @@ pub struct Settings {
     pub allowed_uids: Vec<u32>,
     pub in_domain_mint: bool,
     pub local_issuing: bool,
+    /// How long a registration made for `bulkhead exec` waits for its process.
+    pub registration_ttl: Duration,
 }
 
 impl Settings {
@@ -94,6 +102,7 @@ impl Settings {
             allowed_uids: config.allowed_uids.clone(),
             in_domain_mint: config.in_domain_mint,
             local_issuing: config.local_issuing,
+            registration_ttl: REGISTRATION_TTL,
         }
     }
 }
@@ -105,6 +114,7 @@ pub struct Broker {
     ledger: Arc<StateDb>,
     domains: Arc<Domains>,
     owners: Owners,
+    pending: PendingRegistrations,
     /// Serialises minting, so the freshness check and the record are one step.
     minting: Mutex<()>,
 }
@@ -125,6 +135,7 @@ impl Broker {
     ) -> Self {
         let keys = Arc::new(Self::build_keys(&settings, keyring));
         let broker = Self {
+            pending: PendingRegistrations::new(settings.registration_ttl),
             settings,
             keys: RwLock::new(keys),
             workload,
@@ -208,7 +219,8 @@ impl Broker {
         }
     }
 
-    /// Opens a domain for a task and seals the caller's child `pid` into it.
+    /// Opens a domain for a task and seals the caller's child `pid` into it; without a `pid`,
+    /// holds the registration for the child that will present its id (`bulkhead exec`).
     pub fn register(
         &self,
         caller: &Peer,
@@ -221,7 +233,63 @@ impl Broker {
             .map(Label::try_from)
             .transpose()
             .map_err(BrokerError::BadRequest)?;
-        let sub = match (request.workload_token, request.sub) {
+        let sub = self.task_identity(request.workload_token, request.sub)?;
+        let Some(pid) = request.pid else {
+            return self.hold_registration(caller, sub, label);
+        };
+        let child = caller.child(pid)?;
+        let binding = TaskBinding {
+            sub,
+            owner_pid: caller.pid,
+            owner_start: caller.start_time()?,
+            owner_uid: caller.uid,
+        };
+        let sub = binding.sub.clone();
+        let (domain, label) = self.open_task_domain(&child, label, binding, Owner::of(caller))?;
+        Ok(RegisterResponse {
+            domain: Some(domain),
+            registration: None,
+            expires_in: None,
+            sub,
+            label: label.map(|label| label.as_str().to_owned()),
+        })
+    }
+
+    /// How long a registration without a pid waits for its process.
+    pub fn registration_ttl(&self) -> Duration {
+        self.pending.ttl()
+    }
+
+    /// Seals `caller` into the domain of the registration `id`, which its parent made.
+    pub fn take_registration(
+        &self,
+        caller: &Peer,
+        id: &str,
+    ) -> Result<SealSelfResponse, BrokerError> {
+        self.require_outside_domain(caller, "take a registration")?;
+        let registration = self.pending.take_for(id, caller)?;
+        let binding = TaskBinding {
+            sub: registration.sub,
+            owner_pid: registration.owner.pid(),
+            owner_start: registration.owner_start,
+            owner_uid: registration.owner_uid,
+        };
+        let (domain, label) =
+            self.open_task_domain(caller, registration.label, binding, Ok(registration.owner))?;
+        Ok(SealSelfResponse {
+            domain,
+            label: label.map(|label| label.as_str().to_owned()),
+        })
+    }
+
+    /// The task identity: the `sub` of a valid workload token, or a given `sub` where the node
+    /// allows local issuing.
+    fn task_identity(
+        &self,
+        workload_token: Option<String>,
+        sub: Option<String>,
+    ) -> Result<String, BrokerError> {
+        let sub = match (workload_token, sub) {
             (Some(_), Some(_)) => {
                 return Err(BrokerError::BadRequest(
                     "give a workload_token or a sub, not both: the token names the task".into(),
@@ -254,31 +322,71 @@ impl Broker {
             }
         };
         validate_sub(&sub)?;
-        let child = caller.child(request.pid)?;
-        let binding = TaskBinding {
+        Ok(sub)
+    }
+
+    fn hold_registration(
+        &self,
+        caller: &Peer,
+        sub: String,
+        label: Option<Label>,
+    ) -> Result<RegisterResponse, BrokerError> {
+        let registration = Registration {
             sub: sub.clone(),
-            owner_pid: caller.pid,
+            label: label.clone(),
+            owner: Owner::of(caller).map_err(|source| {
+                BrokerError::Process(PeerError::Pidfd {
+                    pid: caller.pid,
+                    source,
+                })
+            })?,
             owner_start: caller.start_time()?,
             owner_uid: caller.uid,
         };
-        let record = self.domains.seal_task(&child, label, binding)?;
-        if let Err(err) = self.owners.insert(record.id, caller) {
+        let id = self.pending.add(registration)?;
+        tracing::info!(
+            sub = %sub,
+            label = label.as_ref().map(Label::as_str).unwrap_or("-"),
+            supervisor_pid = caller.pid,
+            "task registered; waiting for its process (bulkhead exec --registration)"
+        );
+        Ok(RegisterResponse {
+            domain: None,
+            registration: Some(id),
+            expires_in: Some(self.pending.ttl().as_secs()),
+            sub,
+            label: label.map(|label| label.as_str().to_owned()),
+        })
+    }
+
+    /// Seals `process` into a new domain bound to `binding`, and remembers `owner` as the
+    /// supervisor that may mint for it. Returns the domain and its label.
+    fn open_task_domain(
+        &self,
+        process: &Peer,
+        label: Option<Label>,
+        binding: TaskBinding,
+        owner: std::io::Result<Owner>,
+    ) -> Result<(DomainId, Option<Label>), BrokerError> {
+        let sub = binding.sub.clone();
+        let supervisor_pid = binding.owner_pid;
+        let record = self.domains.seal_task(process, label, binding)?;
+        match owner {
+            Ok(owner) => self.owners.insert_held(record.id, owner),
             // The task is confined either way; only minting for it is lost.
-            tracing::error!(domain = record.id, error = %err, "cannot hold the supervisor's pidfd");
+            Err(err) => {
+                tracing::error!(domain = record.id, error = %err, "cannot hold the supervisor's pidfd");
+            }
         }
         tracing::info!(
             domain = record.id,
             sub = %sub,
             label = record.label.as_ref().map(Label::as_str).unwrap_or("-"),
-            supervisor_pid = caller.pid,
-            task_pid = child.pid,
+            supervisor_pid,
+            task_pid = process.pid,
             "task registered and sealed"
         );
-        Ok(RegisterResponse {
-            domain: record.id,
-            sub,
-            label: record.label.map(|label| label.as_str().to_owned()),
-        })
+        Ok((record.id, record.label))
     }
 
     /// Mints an execution token for a domain, to its owner or (if allowed) a process in it.

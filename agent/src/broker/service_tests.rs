@@ -21,6 +21,7 @@ use serde_json::json;
 use super::{
     claims::{DEFAULT_AUDIENCE, Scope},
     mint::{Issued, IssuedRegistry, Minter},
+    pending::REGISTRATION_TTL,
     service::{Broker, BrokerError, Settings, now},
     verify::{TrustedKey, Verifier},
 };
@@ -178,6 +179,7 @@ fn settings() -> Settings {
         allowed_uids: vec![nix::unistd::getuid().as_raw()],
         in_domain_mint: false,
         local_issuing: false,
+        registration_ttl: REGISTRATION_TTL,
     }
 }
 
@@ -237,10 +239,14 @@ impl Fixture {
         let request = RegisterRequest {
             workload_token: Some(self.executor.token(sub, "workload")),
             sub: None,
-            pid,
+            pid: Some(pid),
             label: Some("etl.load".into()),
         };
-        self.broker.register(&self.me, request).unwrap().domain
+        self.broker
+            .register(&self.me, request)
+            .unwrap()
+            .domain
+            .unwrap()
     }
 
     /// The process `pid` (a child of this one) as a caller.
@@ -261,7 +267,7 @@ fn register_request(token: Option<String>, sub: Option<&str>, pid: i32) -> Regis
     RegisterRequest {
         workload_token: token,
         sub: sub.map(str::to_owned),
-        pid,
+        pid: Some(pid),
         label: None,
     }
 }
@@ -651,4 +657,102 @@ fn after_a_rotation_old_tokens_verify_until_their_key_expires() {
     let (active, reason) = f.introspect(&old_token.token);
     assert!(!active && reason.unwrap().contains("unknown kid"));
     assert_eq!(f.broker.jwks().keys.len(), 1);
+}
+
+/// Registers `sub` for `bulkhead exec` (no pid); returns the registration id.
+fn register_for_exec(f: &Fixture, sub: &str) -> Result<String, BrokerError> {
+    let request = RegisterRequest {
+        workload_token: Some(f.executor.token(sub, "workload")),
+        sub: None,
+        pid: None,
+        label: Some("etl.exec".into()),
+    };
+    let answer = f.broker.register(&f.me, request)?;
+    assert_eq!(
+        answer.domain, None,
+        "nothing is sealed before the process asks"
+    );
+    assert_eq!(
+        answer.expires_in,
+        Some(f.broker.registration_ttl().as_secs())
+    );
+    Ok(answer.registration.expect("a registration id"))
+}
+
+#[test]
+fn a_registration_for_exec_is_taken_once_and_only_by_the_supervisors_child() {
+    let mut f = fixture();
+    let sub = "0196a1b2-0000-7000-8000-0000000000a1";
+    let id = register_for_exec(&f, sub).unwrap();
+    assert!(f.domains.live().is_empty());
+
+    // Not a child of the supervisor (here: the supervisor itself): refused, and the
+    // registration stays for the right process.
+    let refused = f.broker.take_registration(&f.me, &id);
+    assert!(
+        matches!(refused, Err(BrokerError::Forbidden(_))),
+        "{refused:?}"
+    );
+    assert!(f.domains.live().is_empty());
+    // A child already in a domain cannot move into this one.
+    let sealed_elsewhere = f.register("0196a1b2-0000-7000-8000-0000000000a2");
+    let in_domain = f.domains.record(sealed_elsewhere).unwrap().sealed_pid;
+    let refused = f.broker.take_registration(&f.caller(in_domain), &id);
+    assert!(
+        matches!(refused, Err(BrokerError::Forbidden(_))),
+        "{refused:?}"
+    );
+
+    let child = f.child();
+    let sealed = f.broker.take_registration(&f.caller(child), &id).unwrap();
+    assert_eq!(sealed.label.as_deref(), Some("etl.exec"));
+    let task = f.domains.record(sealed.domain).unwrap().task.unwrap();
+    assert_eq!((task.sub.as_str(), task.owner_pid), (sub, f.me.pid));
+    assert_eq!(f.labels.0.lock().unwrap().get(&child), Some(&sealed.domain));
+    // The supervisor owns the domain: it mints for it.
+    let minted = f.broker.mint(&f.me, Some(sealed.domain)).unwrap();
+    assert_eq!(minted.sub, sub);
+
+    let again = f.child();
+    let refused = f.broker.take_registration(&f.caller(again), &id);
+    assert!(
+        matches!(refused, Err(BrokerError::NotFound(_))),
+        "{refused:?}"
+    );
+    assert_eq!(f.labels.0.lock().unwrap().get(&again), None);
+}
+
+#[test]
+fn a_registration_expires_is_unique_per_task_and_unknown_ids_find_nothing() {
+    let mut f = fixture_with(Settings {
+        registration_ttl: Duration::ZERO,
+        ..settings()
+    });
+    let id = register_for_exec(&f, "0196a1b2-0000-7000-8000-0000000000a3").unwrap();
+    let child = f.child();
+    let expired = f.broker.take_registration(&f.caller(child), &id);
+    assert!(
+        matches!(expired, Err(BrokerError::NotFound(_))),
+        "{expired:?}"
+    );
+    assert_eq!(f.labels.0.lock().unwrap().get(&child), None);
+
+    let mut f = fixture();
+    let sub = "0196a1b2-0000-7000-8000-0000000000a4";
+    let first = register_for_exec(&f, sub).unwrap();
+    let second = register_for_exec(&f, sub);
+    assert!(
+        matches!(second, Err(BrokerError::Conflict(_))),
+        "{second:?}"
+    );
+    let child = f.child();
+    let unknown = f
+        .broker
+        .take_registration(&f.caller(child), "0123456789abcdef");
+    assert!(
+        matches!(unknown, Err(BrokerError::NotFound(_))),
+        "{unknown:?}"
+    );
+    // Control: the first registration is intact and taken by the child.
+    assert!(f.broker.take_registration(&f.caller(child), &first).is_ok());
 }
