@@ -8,7 +8,7 @@ use std::{
 };
 
 use bulkhead::api::{
-    client::{Client, ClientError},
+    client::ClientError,
     wire::{
         MintRequest, MintResponse, PATH_SEAL_SELF, PATH_TASKS, PATH_TOKENS, RegisterRequest,
         RegisterResponse, SealSelfRequest, SealSelfResponse,
@@ -17,23 +17,14 @@ use bulkhead::api::{
 
 use crate::{
     access::{self, Access, Outcome},
+    broker_helpers::{client, exit_status},
     helper::{supervisor_target, whoami},
     scenarios::exe,
 };
 
-fn client() -> Client {
-    Client::new(std::path::Path::new(bulkhead::config::DEFAULT_SOCKET_PATH))
-}
-
-/// The supervisor's flow; exit 0 when every step went as a secure broker must.
+/// The supervisor's flow.
 pub fn supervise_exec(token_file: &str) -> i32 {
-    match supervise_exec_steps(token_file) {
-        Ok(()) => 0,
-        Err(failure) => {
-            eprintln!("{failure}");
-            1
-        }
-    }
+    exit_status(supervise_exec_steps(token_file))
 }
 
 fn supervise_exec_steps(token_file: &str) -> Result<(), String> {

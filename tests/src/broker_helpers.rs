@@ -19,7 +19,7 @@ use bulkhead::api::{
 
 use crate::{SUPERVISOR_MARKER, access::Outcome, scenarios::exe};
 
-fn client() -> Client {
+pub(crate) fn client() -> Client {
     Client::new(std::path::Path::new(bulkhead::config::DEFAULT_SOCKET_PATH))
 }
 
@@ -121,15 +121,21 @@ fn introspect(token: &str) -> Result<IntrospectResponse, ClientError> {
     )
 }
 
-/// The supervisor's whole flow; exit 0 when every step went as a secure broker must.
-pub fn supervise(token_file: &str) -> i32 {
-    match supervise_steps(token_file) {
+/// A helper's exit status for a flow: 0 when every step went as a secure broker must, else 1
+/// with the failed step on stderr.
+pub(crate) fn exit_status(flow: Result<(), String>) -> i32 {
+    match flow {
         Ok(()) => 0,
         Err(failure) => {
             eprintln!("{failure}");
             1
         }
     }
+}
+
+/// The supervisor's whole flow.
+pub fn supervise(token_file: &str) -> i32 {
+    exit_status(supervise_steps(token_file))
 }
 
 fn supervise_steps(token_file: &str) -> Result<(), String> {
