@@ -97,7 +97,8 @@ impl PendingRegistrations {
         let mut waiting = self.map();
         let unknown = || {
             BrokerError::NotFound(format!(
-                "no registration {id:.40} is waiting: unknown, already taken, or older than {} s",
+                // The id is the caller's text and refusals are logged: not echoed.
+                "no such registration is waiting: unknown, already taken, or older than {} s",
                 self.ttl.as_secs()
             ))
         };

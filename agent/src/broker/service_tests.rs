@@ -748,11 +748,13 @@ fn a_registration_expires_is_unique_per_task_and_unknown_ids_find_nothing() {
     let child = f.child();
     let unknown = f
         .broker
-        .take_registration(&f.caller(child), "0123456789abcdef");
+        .take_registration(&f.caller(child), "forged\nlog line");
     assert!(
         matches!(unknown, Err(BrokerError::NotFound(_))),
         "{unknown:?}"
     );
+    // Refusals are logged: the caller's text is not repeated in them.
+    assert!(!unknown.unwrap_err().to_string().contains("forged"));
     // Control: the first registration is intact and taken by the child.
     assert!(f.broker.take_registration(&f.caller(child), &first).is_ok());
 }
