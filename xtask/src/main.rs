@@ -1,15 +1,19 @@
 //! `cargo xtask`: bulkhead's developer tasks.
 //!
-//! - `setup`: install the toolchain pieces, qemu, busybox and the VM kernel (idempotent)
-//! - `test`: setup if needed, host tests, then the VM enforcement suite
+//! - `setup`: install the toolchain pieces, qemu, busybox and the kernel matrix (idempotent)
+//! - `test`: setup if needed, host tests, then the VM enforcement suite on every kernel
 //! - `vm-test [FILTER]`: only the VM suite
 //! - `vm-run [--config FILE] [--include PATH]... [-- COMMAND...]`: the agent in a VM; run COMMAND or the demo
+//!
+//! `--kernel bookworm|trixie|sid` (repeatable) picks kernels of the matrix (kernels.rs).
 //! - `fuzz [TARGET] [--secs N]`: the fuzz targets (cargo-fuzz), N seconds each
 
 mod artifacts;
 mod cmd;
 mod fuzz;
 mod initramfs;
+mod kernel_btf;
+mod kernels;
 mod qemu;
 mod report;
 mod setup;
@@ -82,9 +86,38 @@ struct VmArgs {
     /// Give up on the VM after this many seconds.
     #[arg(long, default_value_t = 900)]
     timeout: u64,
+    /// Kernel of the matrix to boot: bookworm (Debian 12), trixie (Debian 13) or sid
+    /// (unstable). Repeatable; tests default to all of them, vm-run to bookworm.
+    #[arg(long = "kernel", value_name = "NAME")]
+    kernels: Vec<String>,
 }
 
 impl VmArgs {
+    /// The chosen kernels in matrix order, each once; all of the matrix when none is named.
+    fn suites(&self) -> anyhow::Result<Vec<kernels::Suite>> {
+        let mut chosen = Vec::new();
+        for name in &self.kernels {
+            chosen.push(kernels::suite_by_name(name)?);
+        }
+        if chosen.is_empty() {
+            return Ok(kernels::MATRIX.to_vec());
+        }
+        Ok(kernels::MATRIX
+            .iter()
+            .filter(|suite| chosen.contains(suite))
+            .copied()
+            .collect())
+    }
+
+    /// The one kernel `vm-run` boots.
+    fn single_suite(&self) -> anyhow::Result<kernels::Suite> {
+        match self.kernels.as_slice() {
+            [] => kernels::suite_by_name(kernels::DEFAULT_KERNEL),
+            [one] => kernels::suite_by_name(one),
+            _ => anyhow::bail!("vm-run boots one kernel: give --kernel once"),
+        }
+    }
+
     fn options(&self) -> qemu::VmOptions {
         qemu::VmOptions {
             kvm: self.kvm,
@@ -97,7 +130,7 @@ impl VmArgs {
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
-        Task::Setup => setup::setup().map(|_| ExitCode::SUCCESS),
+        Task::Setup => setup::setup(kernels::MATRIX).map(|_| ExitCode::SUCCESS),
         Task::Fuzz { target, secs } => fuzz::run(target.as_deref(), secs),
         Task::Test { vm } => test_all(&vm),
         Task::VmTest {
@@ -105,6 +138,7 @@ fn main() -> ExitCode {
             agent_log,
             vm,
         } => vm_suite(filter.as_deref(), agent_log, &vm).map(|tally| {
+            println!();
             tally.print("vm");
             tally.exit_code()
         }),
@@ -115,9 +149,11 @@ fn main() -> ExitCode {
             command,
         } => {
             let config = config.unwrap_or_else(vm::example_node_config);
-            setup::setup().and_then(|kernel| {
-                vm::run_command(&kernel, &config, &includes, &command, &vm.options())
-            })
+            vm.single_suite()
+                .and_then(|suite| setup::setup(&[suite]))
+                .and_then(|kernels| {
+                    vm::run_command(&kernels[0], &config, &includes, &command, &vm.options())
+                })
         }
     };
     result.unwrap_or_else(|err| {
@@ -127,7 +163,8 @@ fn main() -> ExitCode {
 }
 
 fn test_all(vm: &VmArgs) -> anyhow::Result<ExitCode> {
-    setup::setup()?;
+    // Every kernel of the matrix is fetched first: the host tests read their BTF.
+    setup::setup(kernels::MATRIX)?;
     let host = report::host_tests()?;
     let guest = vm_suite(None, false, vm)?;
     println!();
@@ -138,7 +175,20 @@ fn test_all(vm: &VmArgs) -> anyhow::Result<ExitCode> {
     Ok(total.exit_code())
 }
 
+/// The VM suite on each chosen kernel, one boot each; prints a line per kernel and returns the
+/// sum. A kernel whose run breaks still counts (as failures) and the others still run.
 fn vm_suite(filter: Option<&str>, agent_log: bool, vm: &VmArgs) -> anyhow::Result<report::Tally> {
-    let kernel = setup::setup()?;
-    vm::run_suite(&kernel, filter, agent_log, &vm.options())
+    let kernels = setup::setup(&vm.suites()?)?;
+    let mut per_kernel = Vec::new();
+    for kernel in &kernels {
+        let tally = vm::run_suite(kernel, filter, agent_log, &vm.options())?;
+        per_kernel.push((kernel.release.clone(), tally));
+    }
+    println!();
+    let mut all = report::Tally::default();
+    for (release, tally) in &per_kernel {
+        tally.print(&format!("vm {release}"));
+        all = all.plus(tally);
+    }
+    Ok(all)
 }

@@ -2,15 +2,14 @@
 //! checks first and skips what is already there. A failing step names itself, says why and
 //! what to do.
 
-use std::{
-    fs,
-    path::{Path, PathBuf},
-    process::Command,
+use std::{path::PathBuf, process::Command};
+
+use anyhow::Context;
+
+use crate::{
+    cmd::{output, run},
+    kernels::{self, Kernel, Suite},
 };
-
-use anyhow::{Context, bail};
-
-use crate::cmd::{output, run};
 
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
@@ -22,6 +21,8 @@ const APT_PACKAGES: &[&str] = &[
     "gcc",
     // The interop test validates broker tokens with PyJWT, installed from PyPI into a venv.
     "python3-venv",
+    // The kernel matrix: its BTF is read out of each image (xz-compressed on Debian).
+    "xz-utils",
     // libfuzzer-sys compiles libFuzzer's C++ sources (`cargo xtask fuzz`).
     "g++",
 ];
@@ -30,12 +31,6 @@ const PYJWT_REQUIREMENTS: &[&str] = &["PyJWT[crypto]>=2.8,<3"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
-
-/// The VM's kernel, extracted from Debian's package.
-pub struct Kernel {
-    pub package: String,
-    pub vmlinuz: PathBuf,
-}
 
 /// Where slow downloads are kept between runs: `$BULKHEAD_CACHE_DIR`, else
 /// `~/.cache/bulkhead`. Nothing depends on it existing.
@@ -47,10 +42,11 @@ pub fn cache_dir() -> PathBuf {
     home.join(".cache/bulkhead")
 }
 
-pub fn setup() -> anyhow::Result<Kernel> {
+/// Everything, with the kernels of `suites` (the whole matrix for `cargo xtask setup`).
+pub fn setup(suites: &[Suite]) -> anyhow::Result<Vec<Kernel>> {
     build_prerequisites()?;
     step("PyJWT for the interop test", pyjwt)?;
-    step("VM kernel", vm_kernel)
+    step("VM kernels", || kernels::fetch(suites))
 }
 
 /// What building the agent needs (its build script compiles the eBPF programs).
@@ -182,88 +178,4 @@ fn bpf_linker() -> anyhow::Result<()> {
         ])
         .args(["--no-default-features", "--features", "llvm-22"]))
     .context("building bpf-linker failed: is llvm-22-dev installed (the Debian packages step)?")
-}
-
-/// The package `linux-image-amd64` currently depends on, e.g. `linux-image-6.1.0-56-amd64`.
-fn current_kernel_package() -> anyhow::Result<String> {
-    let resolve = || -> anyhow::Result<String> {
-        let depends = output(Command::new("apt-cache").args(["depends", "linux-image-amd64"]))?;
-        depends
-            .lines()
-            .filter_map(|line| line.trim().strip_prefix("Depends: "))
-            .find(|dep| dep.starts_with("linux-image-"))
-            .map(str::to_owned)
-            .context("linux-image-amd64 lists no linux-image-* dependency")
-    };
-    resolve().or_else(|_| {
-        // A fresh machine has empty package lists.
-        run(Command::new("apt-get").arg("update"))?;
-        resolve()
-    })
-}
-
-fn vm_kernel() -> anyhow::Result<Kernel> {
-    let cache = cache_dir().join("kernel");
-    fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
-    let package = match current_kernel_package() {
-        Ok(package) => package,
-        Err(err) => match newest_cached_kernel(&cache) {
-            Some(package) => {
-                eprintln!("  cannot resolve linux-image-amd64 ({err:#}); using cached {package}");
-                package
-            }
-            None => bail!("cannot resolve linux-image-amd64 and no kernel is cached: {err:#}"),
-        },
-    };
-    let dir = cache.join(&package);
-    let vmlinuz = dir.join("vmlinuz");
-    if vmlinuz.is_file() {
-        eprintln!("  {package} cached at {}", dir.display());
-        return Ok(Kernel { package, vmlinuz });
-    }
-    let download = cache.join("download");
-    let _ = fs::remove_dir_all(&download);
-    fs::create_dir_all(&download)?;
-    run(Command::new("apt-get")
-        .current_dir(&download)
-        .args(["download", &package]))
-    .with_context(|| format!("`apt-get download {package}` failed"))?;
-    let deb = fs::read_dir(&download)?
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .find(|path| path.extension().is_some_and(|ext| ext == "deb"))
-        .context("apt-get download produced no .deb")?;
-    let extracted = download.join("x");
-    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&extracted))?;
-    let boot = extracted.join("boot");
-    let image = fs::read_dir(&boot)?
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .find(|path| {
-            path.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
-        })
-        .context("the kernel package has no /boot/vmlinuz-*")?;
-    fs::create_dir_all(&dir)?;
-    fs::copy(&image, &vmlinuz)?;
-    if let Some(config) = fs::read_dir(&boot)?
-        .filter_map(Result::ok)
-        .find(|entry| entry.file_name().to_string_lossy().starts_with("config-"))
-    {
-        fs::copy(config.path(), dir.join("config"))?;
-    }
-    let _ = fs::remove_dir_all(&download);
-    eprintln!("  {package} downloaded to {}", dir.display());
-    Ok(Kernel { package, vmlinuz })
-}
-
-fn newest_cached_kernel(cache: &Path) -> Option<String> {
-    let mut cached: Vec<String> = fs::read_dir(cache)
-        .ok()?
-        .filter_map(Result::ok)
-        .filter(|entry| entry.path().join("vmlinuz").is_file())
-        .map(|entry| entry.file_name().to_string_lossy().into_owned())
-        .collect();
-    cached.sort();
-    cached.pop()
 }

@@ -15,9 +15,9 @@ use anyhow::Context;
 use crate::{
     artifacts::{build_guest_binaries, target_dir, workspace_root},
     initramfs::{self, Contents},
+    kernels::Kernel,
     qemu::{Boot, VmOptions},
     report::Tally,
-    setup::Kernel,
 };
 
 const DEMO: &str = include_str!("guest/demo.sh");
@@ -67,9 +67,13 @@ pub fn run_suite(
     if agent_log {
         cmdline.push_str(" bulkhead.agentlog=1");
     }
-    eprintln!("vm: booting {} (tcg unless --kvm)", kernel.package);
+    eprintln!(
+        "vm: booting {} ({}, tcg unless --kvm)",
+        kernel.package, kernel.suite
+    );
 
     let mut tally = Tally::default();
+    let mut booted = None;
     let mut planned = None;
     let mut suite_exit = None;
     let mut agent_failed = false;
@@ -86,6 +90,8 @@ pub fn run_suite(
             println!("vm test {rest}");
             if rest.starts_with("ok ") {
                 tally.passed += 1;
+            } else if rest.starts_with("skip ") {
+                tally.skipped += 1;
             } else {
                 tally.failed += 1;
             }
@@ -102,11 +108,22 @@ pub fn run_suite(
             || line.starts_with("vm: ")
             || line.contains("BULKHEAD-GUEST")
         {
+            if let Some(rest) = find_marker(line, "BULKHEAD-GUEST booted kernel=") {
+                booted = rest.split_whitespace().next().map(str::to_owned);
+            }
             println!("{line}");
         }
     })?;
 
     let mut problems = Vec::new();
+    match &booted {
+        Some(release) if *release == kernel.release => {}
+        Some(release) => problems.push(format!(
+            "the guest runs {release}, not the {} kernel {}",
+            kernel.suite, kernel.release
+        )),
+        None => problems.push("the guest never said which kernel it runs".to_owned()),
+    }
     if let Some(failure) = &outcome.failure {
         problems.push(failure.clone());
     }
@@ -115,9 +132,9 @@ pub fn run_suite(
     }
     match planned {
         None => problems.push("the suite never announced its plan".to_owned()),
-        Some(planned) if planned != tally.passed + tally.failed => problems.push(format!(
+        Some(planned) if planned != tally.reported() => problems.push(format!(
             "the suite planned {planned} tests but {} reported",
-            tally.passed + tally.failed
+            tally.reported()
         )),
         Some(_) => {}
     }
@@ -135,7 +152,7 @@ pub fn run_suite(
         }
         // A missing report counts as at least one failure, never as a pass.
         tally.failed += planned
-            .map_or(1, |p| p.saturating_sub(tally.passed + tally.failed))
+            .map_or(1, |p| p.saturating_sub(tally.reported()))
             .max(1);
     }
     Ok(tally)
@@ -178,7 +195,7 @@ pub fn run_command(
         },
         &out,
     )?;
-    eprintln!("vm-run: booting {} ...", kernel.package);
+    eprintln!("vm-run: booting {} ({}) ...", kernel.package, kernel.suite);
     let mut printing = false;
     let mut exit = None;
     let outcome = Boot {
