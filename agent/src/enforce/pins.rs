@@ -20,6 +20,7 @@ use std::{
     fs,
     os::unix::fs::DirBuilderExt,
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
@@ -121,11 +122,16 @@ impl PinDir {
     }
 
     /// Removes every pin: detaches every program and lets the kernel free the maps once
-    /// nothing else holds them. Returns (links removed, maps removed).
+    /// nothing else holds them. Returns (links removed, maps removed) only once every detached
+    /// program is gone from the kernel: since Linux 6.x the kernel releases a link in a work
+    /// item after its last reference goes, so "unpinned" is not yet "no longer enforcing".
     pub fn remove_all(&self) -> anyhow::Result<(usize, usize)> {
         let mut links = 0;
+        let mut programs = Vec::new();
         for generation in self.generations()? {
-            links += generation.remove()?;
+            let unpinned = generation.unpin()?;
+            links += unpinned.links;
+            programs.extend(unpinned.programs);
         }
         let mut maps = 0;
         for name in PINNED_MAPS {
@@ -145,8 +151,45 @@ impl PinDir {
                 Err(err) => return Err(err).with_context(|| format!("removing {}", dir.display())),
             }
         }
+        wait_until_unloaded(&programs, DETACH_TIMEOUT)?;
         Ok((links, maps))
     }
+}
+
+/// How long `bulkhead uninstall` waits for the kernel to release the detached programs.
+const DETACH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Waits until no program with one of these ids is loaded. A program is freed only after its
+/// link has been detached from the hook (the link holds the last reference), so once the ids
+/// are gone nothing of bulkhead runs in any hook.
+fn wait_until_unloaded(programs: &[u32], timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let loaded: Vec<u32> = aya::programs::loaded_programs()
+            .filter_map(Result::ok)
+            .map(|info| info.id())
+            .filter(|id| programs.contains(id))
+            .collect();
+        if loaded.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!(
+                "{} detached program(s) (ids {loaded:?}) still loaded after {} s; the kernel has \
+                 not released them yet, check `bpftool prog show`",
+                loaded.len(),
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// What unpinning a generation released.
+pub struct Unpinned {
+    pub links: usize,
+    /// Ids of the programs the links held.
+    pub programs: Vec<u32>,
 }
 
 /// One agent's set of pinned links.
@@ -167,16 +210,40 @@ impl Generation {
     /// Unpins every link of this generation (detaching the programs) and removes the directory.
     /// Returns how many links were removed.
     pub fn remove(&self) -> anyhow::Result<usize> {
-        let mut removed = 0;
+        Ok(self.unpin()?.links)
+    }
+
+    /// As `remove`, also saying which programs the links held (the kernel frees them once
+    /// detached).
+    pub fn unpin(&self) -> anyhow::Result<Unpinned> {
+        let mut unpinned = Unpinned {
+            links: 0,
+            programs: Vec::new(),
+        };
         for entry in
             fs::read_dir(&self.dir).with_context(|| format!("listing {}", self.dir.display()))?
         {
             let path = entry?.path();
-            fs::remove_file(&path).with_context(|| format!("unpinning {}", path.display()))?;
-            removed += 1;
+            // Opened first to learn its program; anything that is not a link is just removed.
+            let program = aya::programs::links::PinnedLink::from_pin(&path)
+                .ok()
+                .and_then(|link| link.unpin().ok())
+                .and_then(|link| link.info().ok())
+                .map(|info| info.program_id());
+            match program {
+                Some(id) => unpinned.programs.push(id),
+                None => match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(err) => {
+                        return Err(err).with_context(|| format!("unpinning {}", path.display()));
+                    }
+                },
+            }
+            unpinned.links += 1;
         }
         fs::remove_dir(&self.dir).with_context(|| format!("removing {}", self.dir.display()))?;
-        Ok(removed)
+        Ok(unpinned)
     }
 }
 
