@@ -24,8 +24,14 @@ fn comm(bytes: &[u8; 16]) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
+/// A domain id as the record shows it: null outside every domain, "undecidable" when the
+/// programs could not read the task's label (and refused).
 fn domain(id: u64) -> Value {
-    if id == 0 { Value::Null } else { json!(id) }
+    match id {
+        bulkhead_common::NO_DOMAIN => Value::Null,
+        bulkhead_common::UNDECIDABLE => json!("undecidable"),
+        id => json!(id),
+    }
 }
 
 /// Linux `dev_t` as the kernel stores it (12-bit major, 20-bit minor) to "major:minor".

@@ -18,10 +18,26 @@ pub const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
 pub struct KernelLayout {
     /// `offsetof(struct dentry, d_inode)`; the field must be a `struct inode *`.
     pub dentry_d_inode: u16,
-    /// Where a file's owner record is: `file->f_owner`.
-    pub file_f_owner: FileOwnerField,
+    /// How the SIGIO hook finds the file of an owner struct.
+    pub fown_file: FownFile,
+    /// `offsetof(struct user_namespace, level)` (an `int`), for the capability hook.
+    pub user_ns_level: u64,
+    /// `offsetof(struct task_struct, bpf_storage)`; must be a `struct bpf_local_storage *`.
+    pub task_bpf_storage: u16,
+    /// Where a task's storage elements and their maps are.
+    pub storage: StorageLayout,
     /// Offsets used only to describe audit events (never for a decision).
     pub describe: DescribeOffsets,
+}
+
+/// In `struct bpf_local_storage`: the list of elements (`list`, an hlist by each element's
+/// `snode`), and in each element the map it belongs to (`sdata.smap`, whose `bpf_map` is its
+/// first member, so its address is the map's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StorageLayout {
+    pub list: u64,
+    pub snode: u64,
+    pub smap: u64,
 }
 
 /// Where the audit records find a target task's pid, tgid and comm, and an inode's number and
@@ -36,13 +52,14 @@ pub struct DescribeOffsets {
     pub sb_dev: u64,
 }
 
-/// `struct file`'s `f_owner`: embedded up to Linux 6.11, a pointer to a lazily allocated
-/// `struct fown_struct` from 6.12. Either way the programs key a file's owner record by the
-/// address of its `fown_struct`.
+/// `struct file`'s `f_owner`: embedded up to Linux 6.11 (the file is at `fown - offset`), a
+/// pointer to a lazily allocated `struct fown_struct` from 6.12, which then points back to its
+/// file (`fown->file` at `offset`). The programs key a file's owner record by the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileOwnerField {
+pub struct FownFile {
+    /// `bulkhead_common::FOWN_FILE_EMBEDDED` or `FOWN_FILE_BACK_POINTER`.
+    pub mode: u64,
     pub offset: u64,
-    pub is_pointer: bool,
 }
 
 impl KernelLayout {
@@ -53,29 +70,37 @@ impl KernelLayout {
     pub fn from_btf_file(path: &Path) -> anyhow::Result<Self> {
         let btf = Btf::from_file(path)
             .with_context(|| format!("reading kernel BTF {}", path.display()))?;
-        let dentry_d_inode = field(&btf, "dentry", "d_inode", FieldShape::PointerTo("inode"))?;
-        let file_f_owner = match field(&btf, "file", "f_owner", FieldShape::Embedded("fown_struct"))
-        {
-            Ok(offset) => FileOwnerField {
+        Self::from_btf(&btf)
+    }
+
+    pub fn from_btf(btf: &Btf) -> anyhow::Result<Self> {
+        let dentry_d_inode = field(btf, "dentry", "d_inode", FieldShape::PointerTo("inode"))?;
+        let fown_file = match field(btf, "file", "f_owner", FieldShape::Embedded("fown_struct")) {
+            Ok(offset) => FownFile {
+                mode: bulkhead_common::FOWN_FILE_EMBEDDED,
                 offset: offset.into(),
-                is_pointer: false,
             },
             Err(embedded) => {
-                let offset = field(
-                    &btf,
-                    "file",
-                    "f_owner",
-                    FieldShape::PointerTo("fown_struct"),
-                )
-                .map_err(|_| embedded)?;
-                FileOwnerField {
-                    offset: offset.into(),
-                    is_pointer: true,
+                field(btf, "file", "f_owner", FieldShape::PointerTo("fown_struct"))
+                    .map_err(|_| embedded)?;
+                let back = field(btf, "fown_struct", "file", FieldShape::PointerTo("file"))
+                    .context("file->f_owner is a pointer but fown_struct has no file pointer")?;
+                FownFile {
+                    mode: bulkhead_common::FOWN_FILE_BACK_POINTER,
+                    offset: back.into(),
                 }
             }
         };
+        let user_ns_level = field(btf, "user_namespace", "level", FieldShape::Int)?;
+        let task_bpf_storage = field(
+            btf,
+            "task_struct",
+            "bpf_storage",
+            FieldShape::PointerTo("bpf_local_storage"),
+        )?;
+        let storage = storage_layout(btf)?;
         let any = |structure: &str, member: &str| {
-            field(&btf, structure, member, FieldShape::Any).map_or(0, u64::from)
+            field(btf, structure, member, FieldShape::Any).map_or(0, u64::from)
         };
         let describe = DescribeOffsets {
             task_pid: any("task_struct", "pid"),
@@ -87,20 +112,76 @@ impl KernelLayout {
         };
         Ok(Self {
             describe,
-            dentry_d_inode: u16::try_from(dentry_d_inode)
-                .ok()
-                .filter(|offset| i16::try_from(*offset).is_ok())
-                .ok_or_else(|| {
-                    anyhow!("dentry.d_inode at offset {dentry_d_inode} does not fit an eBPF load")
-                })?,
-            file_f_owner,
+            dentry_d_inode: load_offset("dentry.d_inode", dentry_d_inode)?,
+            fown_file,
+            user_ns_level: user_ns_level.into(),
+            task_bpf_storage: load_offset("task_struct.bpf_storage", task_bpf_storage)?,
+            storage,
         })
     }
+}
+
+/// The local-storage layout, checked member by member: the programs walk it with probe reads,
+/// so a changed shape must stop the agent rather than send the walk elsewhere.
+fn storage_layout(btf: &Btf) -> anyhow::Result<StorageLayout> {
+    let list = field(
+        btf,
+        "bpf_local_storage",
+        "list",
+        FieldShape::Embedded("hlist_head"),
+    )?;
+    let snode = field(
+        btf,
+        "bpf_local_storage_elem",
+        "snode",
+        FieldShape::Embedded("hlist_node"),
+    )?;
+    let sdata = field(
+        btf,
+        "bpf_local_storage_elem",
+        "sdata",
+        FieldShape::Embedded("bpf_local_storage_data"),
+    )?;
+    let smap = field(
+        btf,
+        "bpf_local_storage_data",
+        "smap",
+        FieldShape::PointerTo("bpf_local_storage_map"),
+    )?;
+    for (structure, member, shape) in [
+        ("hlist_head", "first", FieldShape::PointerTo("hlist_node")),
+        ("hlist_node", "next", FieldShape::PointerTo("hlist_node")),
+        (
+            "bpf_local_storage_map",
+            "map",
+            FieldShape::Embedded("bpf_map"),
+        ),
+    ] {
+        let offset = field(btf, structure, member, shape)?;
+        if offset != 0 {
+            bail!("{structure}.{member} is not the first member in this kernel (offset {offset})");
+        }
+    }
+    Ok(StorageLayout {
+        list: list.into(),
+        snode: snode.into(),
+        smap: u64::from(sdata) + u64::from(smap),
+    })
+}
+
+/// An offset the programs use in a direct load: it must fit the instruction's signed 16 bits.
+fn load_offset(what: &str, offset: u32) -> anyhow::Result<u16> {
+    u16::try_from(offset)
+        .ok()
+        .filter(|offset| i16::try_from(*offset).is_ok())
+        .ok_or_else(|| anyhow!("{what} at offset {offset} does not fit an eBPF load"))
 }
 
 enum FieldShape {
     PointerTo(&'static str),
     Embedded(&'static str),
+    /// A plain `int`.
+    Int,
     /// Only the offset matters (describing fields).
     Any,
 }
@@ -137,12 +218,14 @@ fn field(btf: &Btf, structure: &str, member: &str, shape: FieldShape) -> anyhow:
             (FieldShape::Embedded(name), Type::Struct(s)) => {
                 btf.resolve_name(s).ok().as_deref() == Some(name)
             }
+            (FieldShape::Int, Type::Int(int)) => int.size() == 4,
             _ => false,
         };
         if !ok {
             let expected = match shape {
                 FieldShape::PointerTo(name) => format!("struct {name} *"),
                 FieldShape::Embedded(name) => format!("struct {name}"),
+                FieldShape::Int => "int".to_owned(),
                 FieldShape::Any => unreachable!("returned above"),
             };
             bail!("{structure}.{member} is not a {expected} in this kernel");
@@ -182,8 +265,8 @@ mod tests {
         let layout = KernelLayout::from_kernel().expect("layout");
         assert_eq!(layout.dentry_d_inode % 8, 0);
         assert!(layout.dentry_d_inode > 0 && layout.dentry_d_inode < 256);
-        assert_eq!(layout.file_f_owner.offset % 8, 0);
-        assert!(layout.file_f_owner.offset > 0 && layout.file_f_owner.offset < 512);
+        assert_eq!(layout.fown_file.offset % 8, 0);
+        assert!(layout.fown_file.offset < 512);
         let d = layout.describe;
         for offset in [
             d.task_pid,
@@ -200,6 +283,31 @@ mod tests {
             d.task_pid + 4,
             "pid and tgid are adjacent in task_struct"
         );
+    }
+
+    /// Each kernel of the matrix: the SIGIO owner struct is found from its file the way that
+    /// kernel lays it out (embedded on 6.1, a back pointer from 6.12).
+    #[test]
+    fn finds_the_owner_layout_of_every_matrix_kernel() {
+        use bulkhead_common::{FOWN_FILE_BACK_POINTER, FOWN_FILE_EMBEDDED};
+        for (suite, mode) in [
+            ("bookworm", FOWN_FILE_EMBEDDED),
+            ("trixie", FOWN_FILE_BACK_POINTER),
+            ("sid", FOWN_FILE_BACK_POINTER),
+        ] {
+            let Some((package, btf)) = crate::enforce::matrix_btf::matrix_btf(suite) else {
+                continue;
+            };
+            let layout = KernelLayout::from_btf_file(&btf).expect("layout");
+            assert_eq!(layout.fown_file.mode, mode, "{package}");
+            if mode == FOWN_FILE_BACK_POINTER {
+                // `struct file *file` is fown_struct's first member since 6.12.
+                assert_eq!(layout.fown_file.offset, 0, "{package}");
+            } else {
+                assert!(layout.fown_file.offset > 0, "{package}");
+            }
+            assert!(layout.dentry_d_inode > 0, "{package}");
+        }
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! Loads bulkhead's eBPF LSM programs into the kernel and attaches them.
 
 pub mod domain_census;
+pub mod hook_abi;
+pub mod hook_prototypes;
 pub mod inode_marks;
 pub mod kernel_layout;
 pub mod local_storage;
 pub mod map_compat;
+#[cfg(test)]
+mod matrix_btf;
 pub mod object_patch;
 pub mod pins;
 pub mod task_storage;
@@ -20,8 +24,9 @@ use bulkhead_common::audit::{
     AUDIT_EVENTS_MAP, AUDIT_LOST_MAP, MODE_AUDIT, MODE_ENFORCE, SETTINGS_MAP,
 };
 use bulkhead_common::{
-    FILE_F_OWNER_IS_POINTER_GLOBAL, FILE_F_OWNER_OFFSET_GLOBAL, LSM_PROGRAMS, PROTECTED_INODE_MAP,
-    TASK_DOMAIN_MAP,
+    FOWN_FILE_MODE_GLOBAL, FOWN_FILE_OFFSET_GLOBAL, LSM_PROGRAMS, PROTECTED_INODE_MAP,
+    SELEM_SMAP_OFFSET_GLOBAL, SELEM_SNODE_OFFSET_GLOBAL, STORAGE_LIST_OFFSET_GLOBAL,
+    TASK_DOMAIN_MAP, USER_NS_LEVEL_OFFSET_GLOBAL,
     lifecycle::{DOMAIN_EVENTS_MAP, DOMAIN_TASKS_MAP, TRACE_PROGRAMS},
 };
 
@@ -95,10 +100,23 @@ impl Enforcement {
     /// generation keeps enforcing: nothing is left half-applied.
     pub fn load(pins: &PinDir) -> anyhow::Result<(Self, EnforcementMaps)> {
         let btf = Btf::from_sys_fs().context("reading kernel BTF from /sys/kernel/btf/vmlinux")?;
-        let layout = KernelLayout::from_kernel()?;
-        tracing::debug!(?layout, "kernel struct layout from BTF");
+        let kernel_btf = btf_rs::Btf::from_file(kernel_layout::KERNEL_BTF)
+            .with_context(|| format!("reading kernel BTF {}", kernel_layout::KERNEL_BTF))?;
+        // Everything the programs need from this kernel is found before anything changes.
+        let slots = hook_abi::resolve(&hook_abi::prototypes_from_btf(&kernel_btf)?)?;
+        for prototype in &slots.untested {
+            tracing::warn!(
+                hook = %prototype.hook,
+                prototype = %prototype,
+                "hook prototype not among the tested kernels'; its arguments were found by type and name"
+            );
+        }
+        let layout = KernelLayout::from_btf(&kernel_btf)?;
+        tracing::debug!(?layout, slots = ?slots.slots, "kernel layout and hook argument slots from BTF");
         let mut object = AlignedObject::new(EBPF_OBJECT);
         object.patch_dentry_inode_offset(layout.dentry_d_inode)?;
+        object.patch_task_bpf_storage_offset(layout.task_bpf_storage)?;
+        object.patch_hook_args(&slots)?;
 
         pins.prepare()?;
         map_compat::check_pinned(object.bytes(), pins)?;
@@ -111,16 +129,12 @@ impl Enforcement {
         let mut ebpf = loader
             // The task-storage map, which aya 0.14 creates but does not wrap.
             .allow_unsupported_maps()
-            .override_global(
-                FILE_F_OWNER_OFFSET_GLOBAL,
-                &layout.file_f_owner.offset,
-                true,
-            )
-            .override_global(
-                FILE_F_OWNER_IS_POINTER_GLOBAL,
-                &u64::from(layout.file_f_owner.is_pointer),
-                true,
-            )
+            .override_global(FOWN_FILE_MODE_GLOBAL, &layout.fown_file.mode, true)
+            .override_global(FOWN_FILE_OFFSET_GLOBAL, &layout.fown_file.offset, true)
+            .override_global(USER_NS_LEVEL_OFFSET_GLOBAL, &layout.user_ns_level, true)
+            .override_global(STORAGE_LIST_OFFSET_GLOBAL, &layout.storage.list, true)
+            .override_global(SELEM_SNODE_OFFSET_GLOBAL, &layout.storage.snode, true)
+            .override_global(SELEM_SMAP_OFFSET_GLOBAL, &layout.storage.smap, true)
             .override_global("TASK_PID_OFFSET", &layout.describe.task_pid, true)
             .override_global("TASK_TGID_OFFSET", &layout.describe.task_tgid, true)
             .override_global("TASK_COMM_OFFSET", &layout.describe.task_comm, true)

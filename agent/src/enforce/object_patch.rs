@@ -1,20 +1,30 @@
-//! Fills the `dentry->d_inode` offset into the eBPF object before it is loaded.
+//! Fills what only the running kernel knows into the eBPF object before it is loaded: the
+//! `dentry->d_inode` offset (kernel_layout.rs) and the context slot of every hook argument
+//! (hook_abi.rs).
 //!
-//! The programs read that field with a direct load whose offset is
-//! [`DENTRY_D_INODE_PLACEHOLDER`]; every such instruction in an executable section gets the
-//! offset of the running kernel instead (see kernel_layout.rs). The verifier re-checks each
+//! The programs read both with direct loads at placeholder offsets; every such instruction in
+//! an executable section gets the running kernel's value instead. The verifier re-checks each
 //! patched load against the kernel's BTF, and an instruction left unpatched reads far outside
-//! `struct dentry`, which the verifier rejects: a mistake here stops the load, it cannot weaken
-//! enforcement.
+//! `struct dentry` or beyond the hook's arguments, which the verifier rejects: a mistake here
+//! stops the load, it cannot weaken enforcement.
 
 use anyhow::{Context, bail};
-use bulkhead_common::DENTRY_D_INODE_PLACEHOLDER;
+use bulkhead_common::{
+    DENTRY_D_INODE_PLACEHOLDER, TASK_BPF_STORAGE_PLACEHOLDER,
+    hook_abi::{ARG_PLACEHOLDER_BASE, ARG_PLACEHOLDER_END, HOOK_ARGS, arg_of_placeholder},
+};
 use object::{Object, ObjectSection, SectionKind};
+
+use super::hook_abi::ArgSlots;
 
 /// eBPF instruction: 8 bytes, opcode, dst/src registers, 16-bit offset, 32-bit immediate.
 const INSN_SIZE: usize = 8;
 /// BPF_LDX | BPF_MEM | BPF_DW: a 64-bit load from memory.
 const LDX_MEM_DW: u8 = 0x79;
+/// BPF_LDX | BPF_MEM with any size: the low three bits are the class, 0x60 the mode.
+const fn is_ldx_mem(opcode: u8) -> bool {
+    opcode & 0x07 == 0x01 && opcode & 0xe0 == 0x60
+}
 
 /// An owned, 8-byte aligned copy of an ELF object (the ELF parser needs the alignment).
 pub struct AlignedObject {
@@ -38,7 +48,65 @@ impl AlignedObject {
 
     /// Replaces the placeholder offset of every `dentry->d_inode` load; returns how many.
     pub fn patch_dentry_inode_offset(&mut self, offset: u16) -> anyhow::Result<usize> {
-        let placeholder = DENTRY_D_INODE_PLACEHOLDER.to_le_bytes();
+        self.patch_field(DENTRY_D_INODE_PLACEHOLDER, offset, "dentry->d_inode")
+    }
+
+    /// Replaces the placeholder offset of every `task->bpf_storage` load; returns how many.
+    pub fn patch_task_bpf_storage_offset(&mut self, offset: u16) -> anyhow::Result<usize> {
+        self.patch_field(TASK_BPF_STORAGE_PLACEHOLDER, offset, "task->bpf_storage")
+    }
+
+    fn patch_field(&mut self, placeholder: i16, offset: u16, what: &str) -> anyhow::Result<usize> {
+        let patched = self.rewrite_loads(|opcode, current| {
+            if opcode == LDX_MEM_DW && current == placeholder {
+                Ok(Some(offset as i16))
+            } else {
+                Ok(None)
+            }
+        })?;
+        if patched == 0 {
+            bail!("no {what} load found in the eBPF object; was it built from this tree?");
+        }
+        Ok(patched)
+    }
+
+    /// Rewrites every hook-argument placeholder load to the argument's slot on this kernel;
+    /// returns how many loads were rewritten. A placeholder load that is not a 64-bit load,
+    /// or one for an argument the table does not have, means the object and the agent
+    /// disagree: refused.
+    pub fn patch_hook_args(&mut self, slots: &ArgSlots) -> anyhow::Result<usize> {
+        if slots.slots.len() != HOOK_ARGS.len() {
+            bail!("argument slots resolved for another program set");
+        }
+        let patched = self.rewrite_loads(|opcode, offset| {
+            let in_range = (ARG_PLACEHOLDER_BASE..ARG_PLACEHOLDER_END).contains(&offset);
+            if !in_range {
+                return Ok(None);
+            }
+            let Some(id) = arg_of_placeholder(offset) else {
+                bail!("load at offset {offset:#x} is no argument this agent knows");
+            };
+            if opcode != LDX_MEM_DW {
+                bail!(
+                    "argument {:?} of {} is read with opcode {opcode:#x}, not a 64-bit load",
+                    HOOK_ARGS[id].param,
+                    HOOK_ARGS[id].hook
+                );
+            }
+            Ok(Some(i16::from(slots.slots[id]) * 8))
+        })?;
+        if patched == 0 {
+            bail!("no hook argument load found in the eBPF object; was it built from this tree?");
+        }
+        Ok(patched)
+    }
+
+    /// Calls `rewrite(opcode, offset)` for every memory load in an executable section and
+    /// puts in the offset it returns, if any.
+    fn rewrite_loads(
+        &mut self,
+        mut rewrite: impl FnMut(u8, i16) -> anyhow::Result<Option<i16>>,
+    ) -> anyhow::Result<usize> {
         let ranges: Vec<(usize, usize)> = {
             let file = object::File::parse(self.bytes()).context("parsing the eBPF object")?;
             file.sections()
@@ -55,14 +123,15 @@ impl AlignedObject {
                 bail!("eBPF object section at {start}+{size} lies outside the file");
             };
             for insn in section.chunks_exact_mut(INSN_SIZE) {
-                if insn[0] == LDX_MEM_DW && insn[2..4] == placeholder {
-                    insn[2..4].copy_from_slice(&offset.to_le_bytes());
+                if !is_ldx_mem(insn[0]) {
+                    continue;
+                }
+                let offset = i16::from_le_bytes([insn[2], insn[3]]);
+                if let Some(new) = rewrite(insn[0], offset)? {
+                    insn[2..4].copy_from_slice(&new.to_le_bytes());
                     patched += 1;
                 }
             }
-        }
-        if patched == 0 {
-            bail!("no dentry->d_inode load found in the eBPF object; was it built from this tree?");
         }
         Ok(patched)
     }
@@ -126,5 +195,60 @@ mod tests {
         object.patch_dentry_inode_offset(48).unwrap();
         let err = object.patch_dentry_inode_offset(48).unwrap_err();
         assert!(err.to_string().contains("no dentry->d_inode load"), "{err}");
+    }
+
+    fn placeholder_loads(object: &AlignedObject) -> Vec<usize> {
+        let file = object::File::parse(object.bytes()).unwrap();
+        let mut ids = Vec::new();
+        for section in file.sections().filter(|s| s.kind() == SectionKind::Text) {
+            for insn in section.data().unwrap().chunks_exact(INSN_SIZE) {
+                let offset = i16::from_le_bytes([insn[2], insn[3]]);
+                if is_ldx_mem(insn[0])
+                    && let Some(id) = arg_of_placeholder(offset)
+                {
+                    ids.push(id);
+                }
+            }
+        }
+        ids
+    }
+
+    /// Every argument of the table is read by some program, only through its placeholder,
+    /// and after patching every read sits at the slot the resolution gave.
+    #[test]
+    fn every_hook_argument_load_gets_its_slot() {
+        let mut object = AlignedObject::new(OBJECT);
+        let before = placeholder_loads(&object);
+        for (id, arg) in HOOK_ARGS.iter().enumerate() {
+            assert!(
+                before.contains(&id),
+                "no program reads {:?} of {}",
+                arg.param,
+                arg.hook
+            );
+        }
+        let slots = ArgSlots {
+            slots: (0..HOOK_ARGS.len()).map(|id| (id % 7) as u8).collect(),
+            untested: Vec::new(),
+        };
+        let patched = object.patch_hook_args(&slots).unwrap();
+        assert_eq!(patched, before.len());
+        assert!(placeholder_loads(&object).is_empty());
+        // Patching again finds nothing: the object is refused rather than loaded twice-patched.
+        assert!(object.patch_hook_args(&slots).is_err());
+    }
+
+    #[test]
+    fn slots_for_another_table_are_refused() {
+        let mut object = AlignedObject::new(OBJECT);
+        let short = ArgSlots {
+            slots: vec![0; HOOK_ARGS.len() - 1],
+            untested: Vec::new(),
+        };
+        assert!(object.patch_hook_args(&short).is_err());
+        assert_eq!(
+            placeholder_loads(&object).len(),
+            placeholder_loads(&AlignedObject::new(OBJECT)).len()
+        );
     }
 }

@@ -43,6 +43,7 @@ pub mod hook {
     pub const SB_UMOUNT: u32 = 18;
     pub const MOVE_MOUNT: u32 = 19;
     pub const SB_PIVOTROOT: u32 = 20;
+    pub const CAPABLE: u32 = 21;
 }
 
 /// The LSM hook name for a [`hook`] id.
@@ -68,6 +69,7 @@ pub fn hook_name(id: u32) -> &'static str {
         hook::SB_UMOUNT => "sb_umount",
         hook::MOVE_MOUNT => "move_mount",
         hook::SB_PIVOTROOT => "sb_pivotroot",
+        hook::CAPABLE => "capable",
         _ => "unknown",
     }
 }

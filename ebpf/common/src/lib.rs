@@ -31,6 +31,13 @@ unsafe impl aya::Pod for TaskLabel {}
 /// The value meaning "outside every domain"; never stored in the map.
 pub const NO_DOMAIN: DomainId = 0;
 
+/// The programs' answer when a task has a label they could not read (on Linux 6.1 the
+/// task-storage lookup fails while another task-storage operation holds the CPU's busy
+/// counter). Never stored, never a real id (ids come from the wall clock), never equal to
+/// anything for `may_reach`: a task whose domain is undecidable is restricted like a task in
+/// a domain of its own.
+pub const UNDECIDABLE: DomainId = u64::MAX;
+
 /// Name of the BPF inode-storage map marking protected files and directories.
 pub const PROTECTED_INODE_MAP: &str = "PROTECTED_INODE";
 
@@ -42,7 +49,7 @@ pub type InodeProtection = u64;
 pub const PROTECTED: InodeProtection = 1;
 
 /// Name of the hash map recording which domain set the owner (F_SETOWN and friends) of a file,
-/// keyed by the address of the file's `fown_struct`. See ebpf/programs/src/file_owner.rs.
+/// keyed by the file's address. See ebpf/programs/src/file_owner.rs.
 pub const FILE_OWNER_MAP: &str = "FILE_OWNER";
 
 /// Upper bound on files whose owner was set from inside a domain, across all domains.
@@ -53,16 +60,34 @@ pub const FILE_OWNER_MAP_ENTRIES: u32 = 16384;
 /// out of bounds of `struct dentry` and the verifier rejects the program.
 pub const DENTRY_D_INODE_PLACEHOLDER: i16 = 0x7ead;
 
-/// Name of the global holding `offsetof(struct file, f_owner)`, set by the agent from the
-/// running kernel's BTF when it loads the object. Zero means "not set"; the programs then
-/// refuse to let a task in a domain set a file owner at all.
-pub const FILE_F_OWNER_OFFSET_GLOBAL: &str = "FILE_F_OWNER_OFFSET";
+/// Placeholder load offset for `task_struct->bpf_storage`, patched like the one above.
+pub const TASK_BPF_STORAGE_PLACEHOLDER: i16 = 0x7eb5;
 
-/// Name of the global saying whether `file->f_owner` is a pointer (Linux 6.12 and later: 1)
-/// or an embedded struct (0).
-pub const FILE_F_OWNER_IS_POINTER_GLOBAL: &str = "FILE_F_OWNER_IS_PTR";
+/// Names of the globals locating, in a task's local-storage header, the elements and the map
+/// each belongs to (struct bpf_local_storage, bpf_local_storage_elem), set by the agent from
+/// the running kernel's BTF. They are only read when a task has storage but the lookup of its
+/// label returned nothing, to tell "no label" from "the lookup failed".
+pub const STORAGE_LIST_OFFSET_GLOBAL: &str = "STORAGE_LIST_OFFSET";
+pub const SELEM_SNODE_OFFSET_GLOBAL: &str = "SELEM_SNODE_OFFSET";
+pub const SELEM_SMAP_OFFSET_GLOBAL: &str = "SELEM_SMAP_OFFSET";
+
+/// Names of the globals saying how `file_send_sigiotask` finds the file of the owner struct it
+/// is given, set by the agent from the running kernel's BTF: the mode, one of the two values
+/// below (0, unset, finds no file and refuses the signal), and a field offset.
+pub const FOWN_FILE_MODE_GLOBAL: &str = "FOWN_FILE_MODE";
+pub const FOWN_FILE_OFFSET_GLOBAL: &str = "FOWN_FILE_OFFSET";
+/// Up to Linux 6.11: `struct file` embeds its `fown_struct` at `f_owner`; file = fown - offset.
+pub const FOWN_FILE_EMBEDDED: u64 = 1;
+/// Linux 6.12+: `file->f_owner` points to a separate `fown_struct` with a `file` back pointer.
+pub const FOWN_FILE_BACK_POINTER: u64 = 2;
+
+/// Name of the global holding `offsetof(struct user_namespace, level)`, set by the agent from
+/// the running kernel's BTF: the capability hook tells the initial user namespace (level 0)
+/// from the ones a task makes itself.
+pub const USER_NS_LEVEL_OFFSET_GLOBAL: &str = "USER_NS_LEVEL_OFFSET";
 
 pub mod audit;
+pub mod hook_abi;
 pub mod lifecycle;
 
 /// The LSM hooks the agent attaches, as (program name in the object, kernel hook name).
@@ -98,4 +123,5 @@ pub const LSM_PROGRAMS: &[(&str, &str)] = &[
     ("sb_umount", "sb_umount"),
     ("move_mount", "move_mount"),
     ("sb_pivotroot", "sb_pivotroot"),
+    ("capable", "capable"),
 ];

@@ -15,6 +15,7 @@ use bulkhead_common::audit::hook;
 
 use crate::{
     audit::refuse_inode,
+    hook_args::{hook_arg, verdict},
     kernel_layout::dentry_inode,
     protected_inode::{is_protected, protect},
     task_domain::restricted_actor,
@@ -24,17 +25,20 @@ use crate::{
 /// leaves after exactly one map lookup (its own task storage).
 #[lsm(hook = "inode_permission")]
 pub fn inode_permission(ctx: LsmContext) -> i32 {
-    // inode_permission(struct inode *inode, int mask)
-    let previous: i32 = ctx.arg(2);
-    let domain = match restricted_actor(previous) {
+    let domain = match restricted_actor(verdict!(ctx, InodePermissionVerdict)) {
         Ok(domain) => domain,
         Err(verdict) => return verdict,
     };
-    let inode: *mut c_void = ctx.arg(0);
+    let inode = hook_arg!(ctx, InodePermissionInode) as *mut c_void;
     if !is_protected(inode) {
         return 0;
     }
-    refuse_inode(hook::INODE_PERMISSION, ctx.arg(1), domain, inode)
+    refuse_inode(
+        hook::INODE_PERMISSION,
+        hook_arg!(ctx, InodePermissionMask) as u32,
+        domain,
+        inode,
+    )
 }
 
 /// A file or directory created inside a protected directory is protected from its first
@@ -42,10 +46,11 @@ pub fn inode_permission(ctx: LsmContext) -> i32 {
 /// security xattr from this module") must pass through untouched.
 #[lsm(hook = "inode_init_security")]
 pub fn inode_init_security(ctx: LsmContext) -> i32 {
-    // inode_init_security(struct inode *inode, struct inode *dir, const struct qstr *qstr,
-    //                     const char **name, void **value, size_t *len)
-    let previous: i32 = ctx.arg(6);
-    if is_protected(ctx.arg(1)) && !protect(ctx.arg(0)) {
+    // Two `struct inode *` parameters: told apart by name (6.6+ dropped three of the six).
+    let previous = verdict!(ctx, InodeInitSecurityVerdict);
+    let dir = hook_arg!(ctx, InodeInitSecurityDir) as *mut c_void;
+    let inode = hook_arg!(ctx, InodeInitSecurityInode) as *mut c_void;
+    if is_protected(dir) && !protect(inode) {
         info!(
             &ctx,
             "bulkhead: no storage to protect a new file in a protected directory"
@@ -73,29 +78,37 @@ fn deny_if_protected(hook: u32, inodes: &[*mut c_void], previous: i32) -> i32 {
 
 #[lsm(hook = "inode_unlink")]
 pub fn inode_unlink(ctx: LsmContext) -> i32 {
-    // inode_unlink(struct inode *dir, struct dentry *dentry)
-    let victim = dentry_inode(ctx.arg(1));
-    deny_if_protected(hook::INODE_UNLINK, &[ctx.arg(0), victim], ctx.arg(2))
+    let victim = dentry_inode(hook_arg!(ctx, InodeUnlinkDentry) as *const c_void);
+    let dir = hook_arg!(ctx, InodeUnlinkDir) as *mut c_void;
+    deny_if_protected(
+        hook::INODE_UNLINK,
+        &[dir, victim],
+        verdict!(ctx, InodeUnlinkVerdict),
+    )
 }
 
 #[lsm(hook = "inode_rmdir")]
 pub fn inode_rmdir(ctx: LsmContext) -> i32 {
-    // inode_rmdir(struct inode *dir, struct dentry *dentry)
-    let victim = dentry_inode(ctx.arg(1));
-    deny_if_protected(hook::INODE_RMDIR, &[ctx.arg(0), victim], ctx.arg(2))
+    let victim = dentry_inode(hook_arg!(ctx, InodeRmdirDentry) as *const c_void);
+    let dir = hook_arg!(ctx, InodeRmdirDir) as *mut c_void;
+    deny_if_protected(
+        hook::INODE_RMDIR,
+        &[dir, victim],
+        verdict!(ctx, InodeRmdirVerdict),
+    )
 }
 
 /// Both the file being moved and a protected file it would replace.
 #[lsm(hook = "inode_rename")]
 pub fn inode_rename(ctx: LsmContext) -> i32 {
-    // inode_rename(struct inode *old_dir, struct dentry *old_dentry,
-    //              struct inode *new_dir, struct dentry *new_dentry)
-    let moved = dentry_inode(ctx.arg(1));
-    let replaced = dentry_inode(ctx.arg(3));
+    let moved = dentry_inode(hook_arg!(ctx, InodeRenameOldDentry) as *const c_void);
+    let replaced = dentry_inode(hook_arg!(ctx, InodeRenameNewDentry) as *const c_void);
+    let old_dir = hook_arg!(ctx, InodeRenameOldDir) as *mut c_void;
+    let new_dir = hook_arg!(ctx, InodeRenameNewDir) as *mut c_void;
     deny_if_protected(
         hook::INODE_RENAME,
-        &[ctx.arg(0), moved, ctx.arg(2), replaced],
-        ctx.arg(4),
+        &[old_dir, moved, new_dir, replaced],
+        verdict!(ctx, InodeRenameVerdict),
     )
 }
 
@@ -103,32 +116,44 @@ pub fn inode_rename(ctx: LsmContext) -> i32 {
 /// could then keep a name for it where the administrator does not look.
 #[lsm(hook = "inode_link")]
 pub fn inode_link(ctx: LsmContext) -> i32 {
-    // inode_link(struct dentry *old_dentry, struct inode *dir, struct dentry *new_dentry)
-    let source = dentry_inode(ctx.arg(0));
-    deny_if_protected(hook::INODE_LINK, &[source, ctx.arg(1)], ctx.arg(3))
+    let source = dentry_inode(hook_arg!(ctx, InodeLinkOldDentry) as *const c_void);
+    let dir = hook_arg!(ctx, InodeLinkDir) as *mut c_void;
+    deny_if_protected(
+        hook::INODE_LINK,
+        &[source, dir],
+        verdict!(ctx, InodeLinkVerdict),
+    )
 }
 
 /// chmod, chown, truncate, utimes.
 #[lsm(hook = "inode_setattr")]
 pub fn inode_setattr(ctx: LsmContext) -> i32 {
-    // inode_setattr(struct dentry *dentry, struct iattr *attr)  (Linux 6.1)
-    let inode = dentry_inode(ctx.arg(0));
-    deny_if_protected(hook::INODE_SETATTR, &[inode], ctx.arg(2))
+    // 6.8+ puts a `struct mnt_idmap *` first; the dentry is found by its type.
+    let inode = dentry_inode(hook_arg!(ctx, InodeSetattrDentry) as *const c_void);
+    deny_if_protected(
+        hook::INODE_SETATTR,
+        &[inode],
+        verdict!(ctx, InodeSetattrVerdict),
+    )
 }
 
 /// Extended attributes, which include POSIX ACLs (another way to change permissions).
 #[lsm(hook = "inode_setxattr")]
 pub fn inode_setxattr(ctx: LsmContext) -> i32 {
-    // inode_setxattr(struct user_namespace *mnt_userns, struct dentry *dentry,
-    //                const char *name, const void *value, size_t size, int flags)  (Linux 6.1)
-    let inode = dentry_inode(ctx.arg(1));
-    deny_if_protected(hook::INODE_SETXATTR, &[inode], ctx.arg(6))
+    let inode = dentry_inode(hook_arg!(ctx, InodeSetxattrDentry) as *const c_void);
+    deny_if_protected(
+        hook::INODE_SETXATTR,
+        &[inode],
+        verdict!(ctx, InodeSetxattrVerdict),
+    )
 }
 
 #[lsm(hook = "inode_removexattr")]
 pub fn inode_removexattr(ctx: LsmContext) -> i32 {
-    // inode_removexattr(struct user_namespace *mnt_userns, struct dentry *dentry,
-    //                   const char *name)  (Linux 6.1)
-    let inode = dentry_inode(ctx.arg(1));
-    deny_if_protected(hook::INODE_REMOVEXATTR, &[inode], ctx.arg(3))
+    let inode = dentry_inode(hook_arg!(ctx, InodeRemovexattrDentry) as *const c_void);
+    deny_if_protected(
+        hook::INODE_REMOVEXATTR,
+        &[inode],
+        verdict!(ctx, InodeRemovexattrVerdict),
+    )
 }

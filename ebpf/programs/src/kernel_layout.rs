@@ -1,4 +1,4 @@
-//! The only two kernel struct fields the programs need, located without compiled-in offsets.
+//! The kernel struct fields the programs need, located without compiled-in offsets.
 //!
 //! Rust eBPF has no CO-RE, so an offset baked in at build time would silently read the wrong
 //! field on another kernel. Instead:
@@ -7,14 +7,14 @@
 //!   rewrites that one instruction field with the offset from the running kernel's BTF before it
 //!   loads the object. The verifier then checks the load against that same BTF, so a wrong
 //!   offset cannot produce an `inode` pointer: the program fails to load instead (fail closed).
-//! - `file->f_owner` only serves to compute a map key (the address of the file's
-//!   `fown_struct`), so its offset is a global the agent sets, with a flag for the 6.12+ layout
-//!   where the field is a pointer. The agent checks the field's type in BTF before setting it.
+//! - The file of a `fown_struct` only serves as a map key, so how to find it (subtract the
+//!   offset of the embedded `file->f_owner`, or read the 6.12+ `fown->file` back pointer) is a
+//!   pair of globals the agent sets after checking both fields' types in BTF.
 
 use core::ffi::c_void;
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
-use bulkhead_common::DENTRY_D_INODE_PLACEHOLDER;
+use bulkhead_common::{DENTRY_D_INODE_PLACEHOLDER, FOWN_FILE_BACK_POINTER, FOWN_FILE_EMBEDDED};
 
 /// `dentry->d_inode` (null for a negative dentry).
 #[inline(always)]
@@ -29,36 +29,64 @@ pub fn dentry_inode(dentry: *const c_void) -> *mut c_void {
     }
 }
 
-/// Set by the agent at load time from the kernel's BTF; zero until then.
+/// How to get from a `struct fown_struct *` to its file, set by the agent from the kernel's
+/// BTF: [`FOWN_FILE_EMBEDDED`] (up to 6.11 the owner is embedded in `struct file` at
+/// `FOWN_FILE_OFFSET`) or [`FOWN_FILE_BACK_POINTER`] (6.12+ allocates it separately and keeps a
+/// `file` pointer in it at `FOWN_FILE_OFFSET`). Zero until set: no file can be found.
 #[unsafe(no_mangle)]
-static FILE_F_OWNER_OFFSET: u64 = 0;
-
-/// Set by the agent: 1 when `file->f_owner` is a pointer (Linux 6.12+), 0 when embedded.
+static FOWN_FILE_MODE: u64 = 0;
 #[unsafe(no_mangle)]
-static FILE_F_OWNER_IS_PTR: u64 = 0;
+static FOWN_FILE_OFFSET: u64 = 0;
 
-/// The address of the file's `fown_struct` as a number, or 0 when unknown (offset not provided,
-/// or no owner allocated yet on 6.12+). Only ever used as a map key, never dereferenced. (A
-/// plain integer rather than `Option`: see task_domain.rs on what `Option` does to the
-/// verifier.)
+/// A file's owner record key: the file's address, which exists from the moment the file is
+/// opened (on 6.12+ the owner struct exists only once an owner is set, after the fcntl and
+/// ioctl hooks that must reserve the record). Only ever a map key, never dereferenced.
 #[inline(always)]
-pub fn file_owner_key(file: *const c_void) -> u64 {
+pub fn file_key(file: *const c_void) -> u64 {
+    file as u64
+}
+
+/// The owner record key of the file an owner struct belongs to, or 0 when it cannot be found.
+#[inline(always)]
+pub fn fown_file_key(fown: u64) -> u64 {
     // SAFETY: reading globals of this object; volatile so the compiler cannot fold the
     // build-time zeros into the code.
-    let (offset, is_pointer) = unsafe {
+    let (mode, offset) = unsafe {
         (
-            core::ptr::read_volatile(&FILE_F_OWNER_OFFSET),
-            core::ptr::read_volatile(&FILE_F_OWNER_IS_PTR),
+            core::ptr::read_volatile(&FOWN_FILE_MODE),
+            core::ptr::read_volatile(&FOWN_FILE_OFFSET),
         )
     };
-    if offset == 0 {
+    if fown == 0 {
         return 0;
     }
-    let field = file as u64 + offset;
-    if is_pointer == 0 {
-        return field;
+    match mode {
+        FOWN_FILE_EMBEDDED => fown.wrapping_sub(offset),
+        FOWN_FILE_BACK_POINTER => {
+            // SAFETY: reads one pointer of kernel memory through the checked helper; a failed
+            // read yields 0, "unknown".
+            unsafe { bpf_probe_read_kernel((fown + offset) as *const u64) }.unwrap_or(0)
+        }
+        _ => 0,
     }
-    // SAFETY: reads one pointer-sized value of kernel memory through the checked helper; a
-    // failed read yields 0, "unknown".
-    unsafe { bpf_probe_read_kernel(field as *const u64) }.unwrap_or(0)
+}
+
+/// Set by the agent: `offsetof(struct user_namespace, level)`. Zero until set.
+#[unsafe(no_mangle)]
+static USER_NS_LEVEL_OFFSET: u64 = 0;
+
+/// Is `ns` the initial user namespace (nesting level 0)? When the level cannot be read, it
+/// is taken to be: the caller then refuses (fail closed).
+#[inline(always)]
+pub fn in_initial_user_ns(ns: u64) -> bool {
+    // SAFETY: as above.
+    let offset = unsafe { core::ptr::read_volatile(&USER_NS_LEVEL_OFFSET) };
+    if ns == 0 || offset == 0 {
+        return true;
+    }
+    // SAFETY: reads one int of kernel memory through the checked helper.
+    match unsafe { bpf_probe_read_kernel((ns + offset) as *const i32) } {
+        Ok(level) => level == 0,
+        Err(_) => true,
+    }
 }

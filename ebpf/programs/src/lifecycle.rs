@@ -15,7 +15,7 @@ use bulkhead_common::lifecycle::{
     DOMAIN_EVENTS_BYTES, DOMAIN_TASKS_MAX, DomainEnded, LIFE_EXITED, LIFE_NEW, LIFE_RUNNING,
 };
 
-use crate::{atomic, task_domain::label_of};
+use crate::{atomic, hook_args::hook_arg, task_domain::label_of};
 
 #[map(name = "DOMAIN_TASKS")]
 static DOMAIN_TASKS: HashMap<u64, u64> = HashMap::with_max_entries(DOMAIN_TASKS_MAX, 0);
@@ -28,8 +28,7 @@ static DOMAIN_EVENTS: RingBuf = RingBuf::with_byte_size(DOMAIN_EVENTS_BYTES, 0);
 /// after task_alloc never gets here, so it is never counted.
 #[btf_tracepoint(function = "sched_wakeup_new")]
 pub fn count_started_task(ctx: BtfTracePointContext) -> i32 {
-    // sched_wakeup_new(struct task_struct *p)
-    let task: *mut task_struct = ctx.arg(0);
+    let task = hook_arg!(ctx, SchedWakeupNewTask) as *mut task_struct;
     let label = label_of(task);
     if label.is_null() {
         return 0;

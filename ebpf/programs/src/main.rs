@@ -15,6 +15,7 @@ mod atomic;
 mod audit;
 mod file_owner;
 mod files;
+mod hook_args;
 mod kernel;
 mod kernel_layout;
 mod lifecycle;
@@ -24,18 +25,19 @@ mod signals;
 mod task_domain;
 mod tasks;
 
-use bulkhead_common::{DomainId, NO_DOMAIN};
+use bulkhead_common::{DomainId, NO_DOMAIN, UNDECIDABLE};
 
 const EPERM: i32 = 1;
+const EAGAIN: i32 = 11;
 const ENOMEM: i32 = 12;
 
 /// May a task in domain `actor` reach a task in domain `target`?
 ///
 /// Tasks outside every domain are not restricted by bulkhead; a task in a domain may only reach
-/// tasks of its own domain.
+/// tasks of its own domain. A domain that could not be read ([`UNDECIDABLE`]) is nobody's.
 #[inline(always)]
 fn may_reach(actor: DomainId, target: DomainId) -> bool {
-    actor == NO_DOMAIN || actor == target
+    actor == NO_DOMAIN || (actor == target && actor != UNDECIDABLE)
 }
 
 #[cfg(not(test))]

@@ -5,13 +5,14 @@ use core::ffi::c_void;
 
 use aya_ebpf::{bindings::task_struct, macros::lsm, programs::LsmContext};
 use aya_log_ebpf::info;
-use bulkhead_common::{NO_DOMAIN, audit::hook};
+use bulkhead_common::{NO_DOMAIN, UNDECIDABLE, audit::hook};
 
 use crate::{
     ENOMEM,
     audit::refuse_task,
     file_owner,
-    kernel_layout::file_owner_key,
+    hook_args::{hook_arg, verdict},
+    kernel_layout::{file_key, fown_file_key},
     may_reach,
     task_domain::{current_domain, domain_of, restricted_actor},
 };
@@ -35,8 +36,7 @@ fn reserve_owner_record(ctx: &LsmContext, file: *const c_void, previous: i32) ->
         Ok(domain) => domain,
         Err(verdict) => return verdict,
     };
-    let key = file_owner_key(file);
-    if key != 0 && file_owner::record(key, domain) {
+    if file_owner::record(file_key(file), domain) {
         return 0;
     }
     info!(
@@ -48,35 +48,33 @@ fn reserve_owner_record(ctx: &LsmContext, file: *const c_void, previous: i32) ->
 
 #[lsm(hook = "file_fcntl")]
 pub fn file_fcntl(ctx: LsmContext) -> i32 {
-    // file_fcntl(struct file *file, unsigned int cmd, unsigned long arg)
-    let cmd: u32 = ctx.arg(1);
-    let arg: u64 = ctx.arg(2);
+    let cmd = hook_arg!(ctx, FileFcntlCmd) as u32;
+    let arg = hook_arg!(ctx, FileFcntlArg);
+    let previous = verdict!(ctx, FileFcntlVerdict);
     let sets_owner = matches!(cmd, F_SETOWN | F_SETOWN_EX | F_SETLEASE | F_NOTIFY)
         || (cmd == F_SETFL && arg & O_ASYNC != 0);
     if !sets_owner {
-        return ctx.arg(3);
+        return previous;
     }
-    reserve_owner_record(&ctx, ctx.arg(0), ctx.arg(3))
+    let file = hook_arg!(ctx, FileFcntlFile) as *const c_void;
+    reserve_owner_record(&ctx, file, previous)
 }
 
 #[lsm(hook = "file_ioctl")]
 pub fn file_ioctl(ctx: LsmContext) -> i32 {
-    // file_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
-    let cmd: u32 = ctx.arg(1);
+    let cmd = hook_arg!(ctx, FileIoctlCmd) as u32;
+    let previous = verdict!(ctx, FileIoctlVerdict);
     if !matches!(cmd, FIOSETOWN | SIOCSPGRP | FIOASYNC) {
-        return ctx.arg(3);
+        return previous;
     }
-    reserve_owner_record(&ctx, ctx.arg(0), ctx.arg(3))
+    let file = hook_arg!(ctx, FileIoctlFile) as *const c_void;
+    reserve_owner_record(&ctx, file, previous)
 }
 
 /// The kernel is setting the owner now, in the setter's context.
 #[lsm(hook = "file_set_fowner")]
 pub fn file_set_fowner(ctx: LsmContext) -> i32 {
-    // void file_set_fowner(struct file *file)
-    let key = file_owner_key(ctx.arg(0));
-    if key == 0 {
-        return 0;
-    }
+    let key = file_key(hook_arg!(ctx, FileSetFownerFile) as *const c_void);
     let domain = current_domain();
     if domain == NO_DOMAIN {
         file_owner::forget(key);
@@ -89,28 +87,37 @@ pub fn file_set_fowner(ctx: LsmContext) -> i32 {
 
 #[lsm(hook = "file_free_security")]
 pub fn file_free_security(ctx: LsmContext) -> i32 {
-    // void file_free_security(struct file *file): a later file at this address must not
-    // inherit the record.
-    let key = file_owner_key(ctx.arg(0));
-    if key != 0 {
-        file_owner::forget(key);
-    }
+    // A later file at this address must not inherit the record.
+    file_owner::forget(file_key(
+        hook_arg!(ctx, FileFreeSecurityFile) as *const c_void
+    ));
     0
 }
 
 #[lsm(hook = "file_send_sigiotask")]
 pub fn file_send_sigiotask(ctx: LsmContext) -> i32 {
-    // file_send_sigiotask(struct task_struct *tsk, struct fown_struct *fown, int sig)
-    let previous: i32 = ctx.arg(3);
+    let previous = verdict!(ctx, FileSendSigiotaskVerdict);
     if previous != 0 {
         return previous;
     }
-    let fown: u64 = ctx.arg(1);
-    let setter = file_owner::setter_domain(fown);
+    let target = hook_arg!(ctx, FileSendSigiotaskTarget) as *mut task_struct;
+    let sig = hook_arg!(ctx, FileSendSigiotaskSig) as u32;
+    let key = fown_file_key(hook_arg!(ctx, FileSendSigiotaskFown));
+    if key == 0 {
+        // The file cannot be found from its owner struct, so neither can the setter: the
+        // signal is not delivered (fail closed), and the refusal is recorded.
+        return refuse_task(
+            hook::FILE_SEND_SIGIOTASK,
+            sig,
+            UNDECIDABLE,
+            target,
+            domain_of(target),
+        );
+    }
+    let setter = file_owner::setter_domain(key);
     if setter == NO_DOMAIN {
         return 0;
     }
-    let target: *mut task_struct = ctx.arg(0);
     let target_domain = domain_of(target);
     if may_reach(setter, target_domain) {
         return 0;
@@ -119,7 +126,7 @@ pub fn file_send_sigiotask(ctx: LsmContext) -> i32 {
     // task whose I/O triggered the signal.
     refuse_task(
         hook::FILE_SEND_SIGIOTASK,
-        ctx.arg(2),
+        sig,
         setter,
         target,
         target_domain,

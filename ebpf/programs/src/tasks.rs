@@ -2,15 +2,17 @@
 //! ptrace_may_access(), and direct signals.
 //!
 //! Every int-returning hook first passes on the verdict of the LSM programs that ran before it
-//! (the argument after the hook's own): a denial must never be turned into an allow.
+//! (the argument after the hook's own): a denial must never be turned into an allow. Arguments
+//! are read by what they are, not by position (hook_args.rs).
 
 use aya_ebpf::{bindings::task_struct, macros::lsm, programs::LsmContext};
 use aya_log_ebpf::info;
-use bulkhead_common::audit::hook;
+use bulkhead_common::{UNDECIDABLE, audit::hook};
 
 use crate::{
-    ENOMEM,
+    EAGAIN, ENOMEM,
     audit::refuse_task,
+    hook_args::{hook_arg, verdict},
     may_reach,
     task_domain::{current_domain, domain_of, label_new_task, restricted_actor},
 };
@@ -20,13 +22,19 @@ use crate::{
 /// created: an unlabelled child of a domain would have escaped it.
 #[lsm(hook = "task_alloc")]
 pub fn task_alloc(ctx: LsmContext) -> i32 {
-    // task_alloc(struct task_struct *task, unsigned long clone_flags)
-    let previous: i32 = ctx.arg(2);
-    let domain = match restricted_actor(previous) {
+    let domain = match restricted_actor(verdict!(ctx, TaskAllocVerdict)) {
         Ok(domain) => domain,
         Err(verdict) => return verdict,
     };
-    let child: *mut task_struct = ctx.arg(0);
+    if domain == UNDECIDABLE {
+        // The creator's domain could not be read, so the child's cannot be set: no child.
+        info!(
+            &ctx,
+            "bulkhead: fork refused, the creator's domain is undecidable"
+        );
+        return -EAGAIN;
+    }
+    let child = hook_arg!(ctx, TaskAllocTask) as *mut task_struct;
     if label_new_task(child, domain) {
         0
     } else {
@@ -56,12 +64,11 @@ fn check_reach(hook: u32, access: u32, target: *mut task_struct, previous: i32) 
 /// environ, auxv, fd/, cwd, root, exe, process_vm_readv/writev, pidfd_getfd, kcmp.
 #[lsm(hook = "ptrace_access_check")]
 pub fn ptrace_access_check(ctx: LsmContext) -> i32 {
-    // ptrace_access_check(struct task_struct *child, unsigned int mode)
     check_reach(
         hook::PTRACE_ACCESS_CHECK,
-        ctx.arg(1),
-        ctx.arg(0),
-        ctx.arg(2),
+        hook_arg!(ctx, PtraceAccessCheckMode) as u32,
+        hook_arg!(ctx, PtraceAccessCheckChild) as *mut task_struct,
+        verdict!(ctx, PtraceAccessCheckVerdict),
     )
 }
 
@@ -70,9 +77,12 @@ pub fn ptrace_access_check(ctx: LsmContext) -> i32 {
 /// through this hook, so a task's exit still notifies its supervisor.
 #[lsm(hook = "task_kill")]
 pub fn task_kill(ctx: LsmContext) -> i32 {
-    // task_kill(struct task_struct *p, struct kernel_siginfo *info, int sig,
-    //           const struct cred *cred)
-    check_reach(hook::TASK_KILL, ctx.arg(2), ctx.arg(0), ctx.arg(4))
+    check_reach(
+        hook::TASK_KILL,
+        hook_arg!(ctx, TaskKillSig) as u32,
+        hook_arg!(ctx, TaskKillTarget) as *mut task_struct,
+        verdict!(ctx, TaskKillVerdict),
+    )
 }
 
 /// PTRACE_TRACEME makes the parent the tracer of the current task. Both directions are refused
@@ -80,15 +90,14 @@ pub fn task_kill(ctx: LsmContext) -> i32 {
 /// in a domain must not open a debugging channel to a parent outside it (its supervisor).
 #[lsm(hook = "ptrace_traceme")]
 pub fn ptrace_traceme(ctx: LsmContext) -> i32 {
-    // ptrace_traceme(struct task_struct *parent)
-    let previous: i32 = ctx.arg(1);
+    let previous = verdict!(ctx, PtraceTracemeVerdict);
     if previous != 0 {
         return previous;
     }
     let current = current_domain();
-    let parent: *mut task_struct = ctx.arg(0);
+    let parent = hook_arg!(ctx, PtraceTracemeParent) as *mut task_struct;
     let parent_domain = domain_of(parent);
-    if current == parent_domain {
+    if current == parent_domain && current != UNDECIDABLE {
         return 0;
     }
     refuse_task(hook::PTRACE_TRACEME, 0, current, parent, parent_domain)

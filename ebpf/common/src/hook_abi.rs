@@ -1,0 +1,179 @@
+//! Which argument of which hook each program reads: the one place that knows.
+//!
+//! Hook prototypes change between kernels (an `idmap` put first, a parameter dropped, a new
+//! `bool kernel` appended), and an LSM program finds the verdict of the LSMs before it in the
+//! slot *after* the last parameter, so that slot moves too. A program compiled with fixed slots
+//! would read the wrong value on another kernel, and when both slots hold integers the verifier
+//! cannot notice. So the programs never name a slot. Each context read is a load at a
+//! placeholder offset that encodes an [`ArgId`] ([`placeholder`]); before loading, the agent
+//! reads each hook's prototype from the running kernel's BTF, finds the parameter every
+//! [`ArgId`] describes by its type (and its name where types repeat), and rewrites each load to
+//! that slot. A placeholder left unpatched lies far beyond any hook's arguments, so the
+//! verifier refuses the program: a mistake stops the agent, it cannot read the wrong slot.
+
+/// What a program needs from a hook's context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Param {
+    /// A pointer to `struct <ty>`. `name` picks one when several parameters have that type.
+    StructPtr {
+        ty: &'static str,
+        name: Option<&'static str>,
+    },
+    /// An integer, bool or enum parameter; `name` picks one when there are several.
+    Integer { name: &'static str },
+    /// The verdict of the LSMs that ran before (the slot after the last parameter); the hook
+    /// must return `int`.
+    Verdict,
+}
+
+/// Whether the hook is an LSM hook (`bpf_lsm_<hook>` in BTF) or a BTF tracepoint
+/// (`btf_trace_<hook>`, whose first parameter is the tracepoint's private data, not a slot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookKind {
+    Lsm,
+    Tracepoint,
+}
+
+/// One value read from one hook's context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HookArg {
+    pub hook: &'static str,
+    pub kind: HookKind,
+    pub param: Param,
+}
+
+/// Placeholder load offsets are `ARG_PLACEHOLDER_BASE + 8 * id`: far beyond any hook's
+/// arguments (at most 12 slots, offset 96) and below i16::MAX, the largest load offset.
+pub const ARG_PLACEHOLDER_BASE: i16 = 0x6000;
+
+/// Loads from here up are taken as placeholders (256 arguments' worth): one beyond the table
+/// means the object and the agent disagree.
+pub const ARG_PLACEHOLDER_END: i16 = ARG_PLACEHOLDER_BASE + 8 * 256;
+
+/// The placeholder offset of argument `id`.
+pub const fn placeholder(id: ArgId) -> i16 {
+    ARG_PLACEHOLDER_BASE + 8 * id as i16
+}
+
+/// The argument a placeholder offset stands for, if it is one.
+pub fn arg_of_placeholder(offset: i16) -> Option<usize> {
+    let delta = offset.checked_sub(ARG_PLACEHOLDER_BASE)?;
+    if delta < 0 || delta % 8 != 0 {
+        return None;
+    }
+    let id = (delta / 8) as usize;
+    (id < HOOK_ARGS.len()).then_some(id)
+}
+
+const fn lsm(hook: &'static str, param: Param) -> HookArg {
+    HookArg {
+        hook,
+        kind: HookKind::Lsm,
+        param,
+    }
+}
+
+const fn ptr(ty: &'static str) -> Param {
+    Param::StructPtr { ty, name: None }
+}
+
+const fn named_ptr(ty: &'static str, name: &'static str) -> Param {
+    Param::StructPtr {
+        ty,
+        name: Some(name),
+    }
+}
+
+const fn int(name: &'static str) -> Param {
+    Param::Integer { name }
+}
+
+const VERDICT: Param = Param::Verdict;
+
+macro_rules! hook_args {
+    ($($id:ident => $arg:expr,)*) => {
+        /// Every context value a program reads; the discriminant is the index in [`HOOK_ARGS`].
+        #[repr(u16)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum ArgId {
+            $($id,)*
+        }
+
+        /// Indexed by [`ArgId`].
+        pub const HOOK_ARGS: &[HookArg] = &[$($arg,)*];
+    };
+}
+
+hook_args! {
+    TaskAllocTask => lsm("task_alloc", ptr("task_struct")),
+    TaskAllocVerdict => lsm("task_alloc", VERDICT),
+    PtraceAccessCheckChild => lsm("ptrace_access_check", ptr("task_struct")),
+    PtraceAccessCheckMode => lsm("ptrace_access_check", int("mode")),
+    PtraceAccessCheckVerdict => lsm("ptrace_access_check", VERDICT),
+    PtraceTracemeParent => lsm("ptrace_traceme", ptr("task_struct")),
+    PtraceTracemeVerdict => lsm("ptrace_traceme", VERDICT),
+    TaskKillTarget => lsm("task_kill", ptr("task_struct")),
+    TaskKillSig => lsm("task_kill", int("sig")),
+    TaskKillVerdict => lsm("task_kill", VERDICT),
+    FileFcntlFile => lsm("file_fcntl", ptr("file")),
+    FileFcntlCmd => lsm("file_fcntl", int("cmd")),
+    FileFcntlArg => lsm("file_fcntl", int("arg")),
+    FileFcntlVerdict => lsm("file_fcntl", VERDICT),
+    FileIoctlFile => lsm("file_ioctl", ptr("file")),
+    FileIoctlCmd => lsm("file_ioctl", int("cmd")),
+    FileIoctlVerdict => lsm("file_ioctl", VERDICT),
+    FileSetFownerFile => lsm("file_set_fowner", ptr("file")),
+    FileFreeSecurityFile => lsm("file_free_security", ptr("file")),
+    FileSendSigiotaskTarget => lsm("file_send_sigiotask", ptr("task_struct")),
+    FileSendSigiotaskFown => lsm("file_send_sigiotask", ptr("fown_struct")),
+    FileSendSigiotaskSig => lsm("file_send_sigiotask", int("sig")),
+    FileSendSigiotaskVerdict => lsm("file_send_sigiotask", VERDICT),
+    InodePermissionInode => lsm("inode_permission", ptr("inode")),
+    InodePermissionMask => lsm("inode_permission", int("mask")),
+    InodePermissionVerdict => lsm("inode_permission", VERDICT),
+    InodeInitSecurityInode => lsm("inode_init_security", named_ptr("inode", "inode")),
+    InodeInitSecurityDir => lsm("inode_init_security", named_ptr("inode", "dir")),
+    InodeInitSecurityVerdict => lsm("inode_init_security", VERDICT),
+    InodeUnlinkDir => lsm("inode_unlink", ptr("inode")),
+    InodeUnlinkDentry => lsm("inode_unlink", ptr("dentry")),
+    InodeUnlinkVerdict => lsm("inode_unlink", VERDICT),
+    InodeRmdirDir => lsm("inode_rmdir", ptr("inode")),
+    InodeRmdirDentry => lsm("inode_rmdir", ptr("dentry")),
+    InodeRmdirVerdict => lsm("inode_rmdir", VERDICT),
+    InodeRenameOldDir => lsm("inode_rename", named_ptr("inode", "old_dir")),
+    InodeRenameOldDentry => lsm("inode_rename", named_ptr("dentry", "old_dentry")),
+    InodeRenameNewDir => lsm("inode_rename", named_ptr("inode", "new_dir")),
+    InodeRenameNewDentry => lsm("inode_rename", named_ptr("dentry", "new_dentry")),
+    InodeRenameVerdict => lsm("inode_rename", VERDICT),
+    InodeLinkOldDentry => lsm("inode_link", named_ptr("dentry", "old_dentry")),
+    InodeLinkDir => lsm("inode_link", ptr("inode")),
+    InodeLinkVerdict => lsm("inode_link", VERDICT),
+    InodeSetattrDentry => lsm("inode_setattr", ptr("dentry")),
+    InodeSetattrVerdict => lsm("inode_setattr", VERDICT),
+    InodeSetxattrDentry => lsm("inode_setxattr", ptr("dentry")),
+    InodeSetxattrVerdict => lsm("inode_setxattr", VERDICT),
+    InodeRemovexattrDentry => lsm("inode_removexattr", ptr("dentry")),
+    InodeRemovexattrVerdict => lsm("inode_removexattr", VERDICT),
+    BpfCmd => lsm("bpf", int("cmd")),
+    BpfVerdict => lsm("bpf", VERDICT),
+    LockedDownWhat => lsm("locked_down", int("what")),
+    LockedDownVerdict => lsm("locked_down", VERDICT),
+    KernelLoadDataId => lsm("kernel_load_data", int("id")),
+    KernelLoadDataVerdict => lsm("kernel_load_data", VERDICT),
+    KernelReadFileId => lsm("kernel_read_file", int("id")),
+    KernelReadFileVerdict => lsm("kernel_read_file", VERDICT),
+    SbMountVerdict => lsm("sb_mount", VERDICT),
+    SbUmountFlags => lsm("sb_umount", int("flags")),
+    SbUmountVerdict => lsm("sb_umount", VERDICT),
+    MoveMountVerdict => lsm("move_mount", VERDICT),
+    SbPivotrootVerdict => lsm("sb_pivotroot", VERDICT),
+    CapableNs => lsm("capable", ptr("user_namespace")),
+    CapableCap => lsm("capable", int("cap")),
+    CapableOpts => lsm("capable", int("opts")),
+    CapableVerdict => lsm("capable", VERDICT),
+    SchedWakeupNewTask => HookArg {
+        hook: "sched_wakeup_new",
+        kind: HookKind::Tracepoint,
+        param: ptr("task_struct"),
+    },
+}
