@@ -4,6 +4,14 @@ use std::io::Write;
 
 type TestFn<'a> = Box<dyn FnOnce() -> Result<(), String> + 'a>;
 
+/// What a test returns (as its error) when it cannot apply on this kernel; it is reported as
+/// skipped with the reason, neither passed nor failed.
+const SKIP_PREFIX: &str = "\u{0}skip: ";
+
+pub fn skip(reason: &str) -> Result<(), String> {
+    Err(format!("{SKIP_PREFIX}{reason}"))
+}
+
 pub struct Suite<'a> {
     tests: Vec<(String, TestFn<'a>)>,
 }
@@ -29,6 +37,10 @@ impl<'a> Suite<'a> {
         for (name, test) in selected {
             match test() {
                 Ok(()) => emit(&format!("BULKHEAD-TEST ok {name}")),
+                Err(detail) if detail.starts_with(SKIP_PREFIX) => emit(&format!(
+                    "BULKHEAD-TEST skip {name} :: {}",
+                    &detail[SKIP_PREFIX.len()..]
+                )),
                 Err(detail) => {
                     failed += 1;
                     emit(&format!(

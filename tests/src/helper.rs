@@ -50,6 +50,7 @@ pub fn main(args: &[String]) -> i32 {
         ["sigchld-parent"] => sigchld_parent(),
         ["kernel", op] => report(kernel_access::attempt(op)),
         ["attack-loop", sup, stop_file] => attack_loop(sup, stop_file),
+        ["busy-attacker", sup, stop_file] => crate::scenarios_lookup::busy_attacker(sup, stop_file),
         ["flood", count] => flood(count),
         ["linger", go_file] => domain_helpers::linger(go_file),
         ["fork-fail", cgroup] => domain_helpers::fork_fail(cgroup),

@@ -22,6 +22,7 @@ mod scenarios_domains;
 mod scenarios_files;
 mod scenarios_kernel;
 mod scenarios_lifecycle;
+mod scenarios_lookup;
 mod scenarios_signals;
 mod signal_access;
 

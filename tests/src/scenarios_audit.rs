@@ -158,15 +158,27 @@ fn rate_limited_per_domain() -> Result<(), String> {
     let report = wait_for_record(offset, |r| {
         r["type"] == "rate_limited" && r["domain"] == noisy
     })?;
-    let logged = records_since(offset)
-        .iter()
-        .filter(|r| r["type"] == "access" && r["actor"]["domain"] == noisy)
-        .count() as u64;
-    let dropped: u64 = records_since(offset)
-        .iter()
-        .filter(|r| r["type"] == "rate_limited" && r["domain"] == noisy)
-        .filter_map(|r| r["dropped"].as_u64())
-        .sum();
+    // The agent reports drops once a second, so on a slow guest the flood's drops can span
+    // several reports: wait (bounded) until every refusal is accounted for.
+    let count = || {
+        let records = records_since(offset);
+        let logged = records
+            .iter()
+            .filter(|r| r["type"] == "access" && r["actor"]["domain"] == noisy)
+            .count() as u64;
+        let dropped: u64 = records
+            .iter()
+            .filter(|r| r["type"] == "rate_limited" && r["domain"] == noisy)
+            .filter_map(|r| r["dropped"].as_u64())
+            .sum();
+        (logged, dropped)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let (mut logged, mut dropped) = count();
+    while logged + dropped < 1000 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        (logged, dropped) = count();
+    }
     println!(
         "BULKHEAD-NOTE rate limit: 1000 refusals in one domain -> {logged} logged, {dropped} reported dropped"
     );

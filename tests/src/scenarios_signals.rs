@@ -10,7 +10,7 @@ use crate::{
     access::Outcome,
     harness::Suite,
     scenarios::{expect, run_helper, start_target, stop_target},
-    signal_access::{DIRECT_OPS, SIGIO_SIGNAL, signal_pending},
+    signal_access::{DIRECT_OPS, owner_signal, signal_pending},
 };
 
 pub fn add(suite: &mut Suite<'_>, targets: &[(&'static str, i32)]) {
@@ -30,7 +30,7 @@ pub fn add(suite: &mut Suite<'_>, targets: &[(&'static str, i32)]) {
             });
         }
     }
-    for op in DIRECT_OPS.into_iter().chain(["sigio"]) {
+    for op in DIRECT_OPS.into_iter().chain(OWNER_OPS) {
         suite.add(format!("control-same-domain:signal-{op}"), move || {
             expect(
                 run_helper(true, "same", &["same-domain-signal", op], &[]),
@@ -38,14 +38,15 @@ pub fn add(suite: &mut Suite<'_>, targets: &[(&'static str, i32)]) {
             )
         });
     }
-    for (target, sealed) in [("outside", false), ("other-domain", true)] {
-        suite.add(format!("deny:signal-sigio:{target}"), move || {
-            sigio_against(sealed, true, Outcome::Denied)
-        });
-        suite.add(
-            format!("control-outside:signal-sigio:{target}"),
-            move || sigio_against(sealed, false, Outcome::Allowed),
-        );
+    for op in OWNER_OPS {
+        for (target, sealed) in [("outside", false), ("other-domain", true)] {
+            suite.add(format!("deny:signal-{op}:{target}"), move || {
+                owner_signal_against(op, sealed, true, Outcome::Denied)
+            });
+            suite.add(format!("control-outside:signal-{op}:{target}"), move || {
+                owner_signal_against(op, sealed, false, Outcome::Allowed)
+            });
+        }
     }
     suite.add(
         "signal:supervisor-stops-continues-kills-task",
@@ -63,19 +64,29 @@ fn strs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
 }
 
+/// Signals the kernel sends to a file's owner: SIGIO (F_SETOWN + O_ASYNC + F_SETSIG) and
+/// SIGURG (F_SETOWN + out-of-band data). The attacker's F_SETOWN itself must succeed in a
+/// domain (a failed setup is an error, not a denial); only the delivery is refused.
+const OWNER_OPS: [&str; 2] = ["sigio", "sigurg"];
+
 /// A fresh target that blocks the signal (so delivery is visible), attacked by a sealed or
 /// unsealed process.
-fn sigio_against(target_sealed: bool, attacker_sealed: bool, want: Outcome) -> Result<(), String> {
+fn owner_signal_against(
+    op: &str,
+    target_sealed: bool,
+    attacker_sealed: bool,
+    want: Outcome,
+) -> Result<(), String> {
     let label = target_sealed.then_some("sigio-target");
     let (child, pid, _) = start_target(label, "sigio-target")?;
     let outcome = run_helper(
         attacker_sealed,
         "attacker",
-        &["signal", "sigio", &pid.to_string()],
+        &["signal", op, &pid.to_string()],
         &[],
     );
     // Belt and braces: the attacker's verdict must agree with what the target shows.
-    let pending = signal_pending(pid, SIGIO_SIGNAL);
+    let pending = signal_pending(pid, owner_signal(op));
     stop_target(child);
     expect(outcome.clone(), want)?;
     match (outcome, pending) {

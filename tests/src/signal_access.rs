@@ -64,6 +64,7 @@ pub fn attempt(op: &str, pid: i32) -> Outcome {
             result
         }
         "sigio" => return sigio(pid),
+        "sigurg" => return sigurg(pid),
         other => return Outcome::Error(format!("unknown signal op {other}")),
     };
     match result {
@@ -108,6 +109,48 @@ fn sigio(pid: i32) -> Outcome {
     }
 }
 
+/// Makes `pid` the owner of one end of a Unix stream pair and sends out-of-band data to it:
+/// the kernel signals SIGURG to the owner (sk_send_sigurg), through the same owner check as
+/// SIGIO but by another path (no F_SETSIG, no O_ASYNC).
+fn sigurg(pid: i32) -> Outcome {
+    if signal_pending(pid, libc::SIGURG) != Ok(false) {
+        return Outcome::Error("target has SIGURG pending before the attempt".into());
+    }
+    let mut fds = [0; 2];
+    // SAFETY: valid array of two ints; fcntl on the fd we just created.
+    let setup = unsafe {
+        libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) == 0
+            && libc::fcntl(fds[0], libc::F_SETOWN, pid) == 0
+    };
+    if !setup {
+        return Outcome::Error(format!("sigurg setup: {}", io::Error::last_os_error()));
+    }
+    // SAFETY: sending one byte from a static buffer on our own socket.
+    if unsafe { libc::send(fds[1], b"!".as_ptr().cast(), 1, libc::MSG_OOB) } != 1 {
+        return Outcome::Error(format!("sigurg send: {}", io::Error::last_os_error()));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let pending = signal_pending(pid, libc::SIGURG);
+    unsafe {
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+    }
+    match pending {
+        Ok(true) => Outcome::Allowed,
+        Ok(false) => Outcome::Denied,
+        Err(err) => Outcome::Error(err),
+    }
+}
+
+/// The signal an owner-signal op makes the kernel send.
+pub fn owner_signal(op: &str) -> i32 {
+    if op == "sigurg" {
+        libc::SIGURG
+    } else {
+        SIGIO_SIGNAL
+    }
+}
+
 /// Is `signal` pending for `pid` (thread or process-wide)?
 pub fn signal_pending(pid: i32, signal: i32) -> Result<bool, String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -127,13 +170,14 @@ pub fn signal_pending(pid: i32, signal: i32) -> Result<bool, String> {
     Ok(found)
 }
 
-/// Blocks SIGIO_SIGNAL so a delivered one stays pending and visible.
+/// Blocks SIGIO_SIGNAL and SIGURG so a delivered one stays pending and visible.
 pub fn block_sigio_signal() {
     // SAFETY: a zeroed sigset, filled by the libc calls.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, SIGIO_SIGNAL);
+        libc::sigaddset(&mut set, libc::SIGURG);
         libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
