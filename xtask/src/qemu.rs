@@ -54,6 +54,9 @@ pub struct Outcome {
 }
 
 const TAIL_LINES: usize = 60;
+/// After a kernel failure: how long to keep reading, and how many more lines to keep.
+const REPORT_WAIT: Duration = Duration::from_secs(15);
+const REPORT_LINES: usize = 250;
 
 impl Boot<'_> {
     /// Boots and feeds every console line to `on_line` until the guest powers off.
@@ -63,7 +66,13 @@ impl Boot<'_> {
         if opts.kvm {
             qemu.args(["-accel", "kvm", "-cpu", "host"]);
         } else {
-            qemu.args(["-accel", "tcg", "-cpu", "max"]);
+            // One host thread runs all vCPUs in turn. With multi-threaded TCG a vCPU can run a
+            // stale translation of code another vCPU has just patched: attaching or detaching a
+            // BPF trampoline (text_poke_bp) while another CPU runs the hook then ends in an int3
+            // Oops at `bpf_lsm_<hook>+5` whose code bytes no longer hold an int3, or in soft
+            // lockups and RCU stalls around program swaps. x86 hardware cannot do that after
+            // text_poke_bp's serialising IPIs; single-threaded TCG cannot either.
+            qemu.args(["-accel", "tcg,thread=single", "-cpu", "max"]);
         }
         qemu.args([
             "-m",
@@ -86,7 +95,7 @@ impl Boot<'_> {
         .arg(self.initramfs)
         .arg("-append")
         .arg(format!(
-            "console=ttyS0 lsm={GUEST_LSM} panic=-1 loglevel=4 rdinit=/init {}",
+            "console=ttyS0 lsm={GUEST_LSM} preempt=full panic=-1 loglevel=5 softlockup_all_cpu_backtrace=1 rdinit=/init {}",
             self.cmdline
         ))
         .stdin(Stdio::null())
@@ -140,12 +149,18 @@ impl Boot<'_> {
                     tail.push_back(line.clone());
                     if let Some(pattern) = KERNEL_FAILURES.iter().find(|p| line.contains(*p)) {
                         failure = Some(format!("guest kernel failure ({pattern}): {line}"));
-                        // Keep reading briefly so the tail shows the whole report.
-                        let until = Instant::now() + Duration::from_secs(3);
+                        // Keep reading so the tail holds the kernel's whole report (registers,
+                        // the stuck task's stack, the other CPUs' backtraces): that is what
+                        // tells a bulkhead program from the emulator.
+                        let until = Instant::now() + REPORT_WAIT;
+                        let mut report = 0;
                         while let Ok(more) =
                             lines.recv_timeout(until.saturating_duration_since(Instant::now()))
                         {
-                            tail.push_back(more);
+                            if report < REPORT_LINES {
+                                tail.push_back(more);
+                                report += 1;
+                            }
                         }
                         break;
                     }
