@@ -67,6 +67,14 @@ enum Command {
         #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
+    /// Show each hook's prototype on this kernel (or in the BTF file given) and where the
+    /// programs would find their arguments; lists every hook the kernel lacks or whose
+    /// prototype gives no unique answer, and exits 1 then. Loads nothing.
+    Hooks {
+        /// A kernel BTF file instead of the running kernel's.
+        #[arg(long, default_value = bulkhead::enforce::kernel_layout::KERNEL_BTF)]
+        btf: PathBuf,
+    },
     /// Show the domain this process is in, as the agent reads it from the kernel.
     Whoami {
         #[arg(long, env = "BULKHEAD_SOCKET", default_value = DEFAULT_SOCKET_PATH)]
@@ -184,6 +192,7 @@ fn main() -> ExitCode {
         Command::Status { socket } => print_response::<StatusResponse>(&socket, PATH_STATUS),
         Command::Whoami { socket } => print_response::<WhoamiResponse>(&socket, PATH_WHOAMI),
         Command::Uninstall { config } => uninstall(&config),
+        Command::Hooks { btf } => hooks(&btf),
         Command::Domains {
             command: DomainsCommand::List { socket },
         } => print_response::<DomainsResponse>(&socket, PATH_DOMAINS),
@@ -306,6 +315,61 @@ fn uninstall(config_path: &std::path::Path) -> ExitCode {
             eprintln!("bulkhead: uninstall stopped part-way: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn hooks(btf: &std::path::Path) -> ExitCode {
+    use bulkhead::enforce::hook_abi;
+    use bulkhead_common::hook_abi::HOOK_ARGS;
+    let prototypes = match btf_rs::Btf::from_file(btf)
+        .map_err(anyhow::Error::from)
+        .and_then(|btf| hook_abi::prototypes_from_btf(&btf))
+    {
+        Ok(prototypes) => prototypes,
+        Err(err) => {
+            eprintln!(
+                "bulkhead: reading hook prototypes from {}: {err:#}",
+                btf.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    match hook_abi::resolve(&prototypes) {
+        Ok(slots) => {
+            for (hook, _) in hook_abi::hooks() {
+                let proto = &prototypes[hook];
+                let found: Vec<String> = HOOK_ARGS
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, arg)| arg.hook == hook)
+                    .map(|(id, arg)| format!("{}={}", describe(&arg.param), slots.slots[id]))
+                    .collect();
+                let tested = if slots.untested.contains(proto) {
+                    " (untested prototype)"
+                } else {
+                    ""
+                };
+                println!("{proto}{tested}\n    slots: {}", found.join(", "));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            eprintln!("bulkhead: {problems}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn describe(param: &bulkhead_common::hook_abi::Param) -> String {
+    use bulkhead_common::hook_abi::Param;
+    match param {
+        Param::StructPtr {
+            ty,
+            name: Some(name),
+        } => format!("{name} (struct {ty} *)"),
+        Param::StructPtr { ty, name: None } => format!("struct {ty} *"),
+        Param::Integer { name } => (*name).to_owned(),
+        Param::Verdict => "verdict".to_owned(),
     }
 }
 

@@ -29,6 +29,10 @@ pub enum PreflightError {
     NoBtf(PathBuf),
     #[error("bpffs is not mounted at {0}: `mount -t bpf bpf {0}`")]
     NoBpffs(PathBuf),
+    #[error("cannot read kernel BTF {path}: {reason}")]
+    BtfUnreadable { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Hooks(crate::enforce::hook_abi::HookProblems),
 }
 
 /// Where the checks look; tests point it at a fake tree.
@@ -63,7 +67,7 @@ impl Host {
         if !is_bpffs(&bpffs) {
             return Err(PreflightError::NoBpffs(bpffs));
         }
-        Ok(())
+        check_hooks(&btf)
     }
 
     fn check_bpf_lsm_active(&self) -> Result<(), PreflightError> {
@@ -81,6 +85,22 @@ impl Host {
             Err(PreflightError::BpfLsmInactive { active })
         }
     }
+}
+
+/// Every hook the programs use must be in this kernel with a prototype that gives each needed
+/// argument: all problems are reported together, before anything is loaded.
+fn check_hooks(btf_path: &Path) -> Result<(), PreflightError> {
+    use crate::enforce::hook_abi;
+    let unreadable = |reason: String| PreflightError::BtfUnreadable {
+        path: btf_path.to_owned(),
+        reason,
+    };
+    let btf = btf_rs::Btf::from_file(btf_path).map_err(|err| unreadable(err.to_string()))?;
+    let prototypes =
+        hook_abi::prototypes_from_btf(&btf).map_err(|err| unreadable(format!("{err:#}")))?;
+    hook_abi::resolve(&prototypes)
+        .map(|_| ())
+        .map_err(PreflightError::Hooks)
 }
 
 fn is_bpffs(path: &Path) -> bool {
@@ -148,6 +168,25 @@ mod tests {
             host.check(),
             Err(PreflightError::BpfLsmInactive { .. })
         ));
+    }
+
+    #[test]
+    fn unreadable_btf_is_refused_with_its_path() {
+        // fake_host writes three bytes, not BTF.
+        let (_dir, host) = fake_host(Some("lockdown,bpf"), true);
+        let err = check_hooks(&host.path("/sys/kernel/btf/vmlinux")).unwrap_err();
+        assert!(matches!(err, PreflightError::BtfUnreadable { .. }), "{err}");
+        assert!(err.to_string().contains("sys/kernel/btf/vmlinux"), "{err}");
+    }
+
+    /// Every matrix kernel's real BTF passes the hook check.
+    #[test]
+    fn matrix_kernels_pass_the_hook_check() {
+        for suite in ["bookworm", "trixie", "sid"] {
+            if let Some((package, btf)) = crate::enforce::matrix_btf::matrix_btf(suite) {
+                check_hooks(&btf).unwrap_or_else(|err| panic!("{package}: {err}"));
+            }
+        }
     }
 
     #[test]

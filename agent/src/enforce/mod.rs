@@ -8,7 +8,7 @@ pub mod kernel_layout;
 pub mod local_storage;
 pub mod map_compat;
 #[cfg(test)]
-mod matrix_btf;
+pub(crate) mod matrix_btf;
 pub mod object_patch;
 pub mod pins;
 pub mod task_storage;
