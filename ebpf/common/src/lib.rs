@@ -49,7 +49,7 @@ pub type InodeProtection = u64;
 pub const PROTECTED: InodeProtection = 1;
 
 /// Name of the hash map recording which domain set the owner (F_SETOWN and friends) of a file,
-/// keyed by the file's address. See ebpf/programs/src/file_owner.rs.
+/// keyed by a per-file address. See ebpf/programs/src/file_owner.rs.
 pub const FILE_OWNER_MAP: &str = "FILE_OWNER";
 
 /// Upper bound on files whose owner was set from inside a domain, across all domains.

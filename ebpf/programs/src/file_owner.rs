@@ -4,8 +4,9 @@
 //! the kernel signal a chosen process later, when I/O happens on the file, in the context of
 //! whichever task caused the I/O. `file_send_sigiotask` therefore cannot ask "who is current";
 //! it must know who set the owner. The kernel keeps no LSM-visible record of that, so this map
-//! does: key = the file's address (found again from the owner struct the signal hook gets,
-//! kernel_layout.rs), value = the setter's domain. Only setters
+//! does: key = a per-file address (the embedded owner struct's on 6.1, the file's on 6.12+;
+//! kernel_layout.rs computes it from the file and from the owner struct the signal hook
+//! gets), value = the setter's domain. Only setters
 //! inside a domain get an entry; no entry means the owner was set from outside every domain,
 //! which bulkhead does not restrict.
 //!

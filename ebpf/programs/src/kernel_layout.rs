@@ -38,31 +38,42 @@ static FOWN_FILE_MODE: u64 = 0;
 #[unsafe(no_mangle)]
 static FOWN_FILE_OFFSET: u64 = 0;
 
-/// A file's owner record key: the file's address, which exists from the moment the file is
-/// opened (on 6.12+ the owner struct exists only once an owner is set, after the fcntl and
-/// ioctl hooks that must reserve the record). Only ever a map key, never dereferenced.
-#[inline(always)]
-pub fn file_key(file: *const c_void) -> u64 {
-    file as u64
-}
-
-/// The owner record key of the file an owner struct belongs to, or 0 when it cannot be found.
-#[inline(always)]
-pub fn fown_file_key(fown: u64) -> u64 {
+fn fown_layout() -> (u64, u64) {
     // SAFETY: reading globals of this object; volatile so the compiler cannot fold the
     // build-time zeros into the code.
-    let (mode, offset) = unsafe {
+    unsafe {
         (
             core::ptr::read_volatile(&FOWN_FILE_MODE),
             core::ptr::read_volatile(&FOWN_FILE_OFFSET),
         )
-    };
+    }
+}
+
+/// A file's owner record key, computed from the file, or 0 when the layout is unknown. Where
+/// the owner struct is embedded (6.1) the key is its address, `file + offset`, as agents before
+/// the kernel matrix keyed it, so records pinned by such an agent stay valid across an
+/// upgrade. Where it is allocated only once an owner is set (6.12+, after the fcntl and ioctl
+/// hooks that must reserve the record), the key is the file's own address. Only ever a map
+/// key, never dereferenced.
+#[inline(always)]
+pub fn file_key(file: *const c_void) -> u64 {
+    match fown_layout() {
+        (FOWN_FILE_EMBEDDED, offset) => file as u64 + offset,
+        (FOWN_FILE_BACK_POINTER, _) => file as u64,
+        _ => 0,
+    }
+}
+
+/// The same key computed from an owner struct (what `file_send_sigiotask` is given), or 0 when
+/// it cannot be found.
+#[inline(always)]
+pub fn fown_file_key(fown: u64) -> u64 {
     if fown == 0 {
         return 0;
     }
-    match mode {
-        FOWN_FILE_EMBEDDED => fown.wrapping_sub(offset),
-        FOWN_FILE_BACK_POINTER => {
+    match fown_layout() {
+        (FOWN_FILE_EMBEDDED, _) => fown,
+        (FOWN_FILE_BACK_POINTER, offset) => {
             // SAFETY: reads one pointer of kernel memory through the checked helper; a failed
             // read yields 0, "unknown".
             unsafe { bpf_probe_read_kernel((fown + offset) as *const u64) }.unwrap_or(0)

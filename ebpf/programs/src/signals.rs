@@ -36,7 +36,8 @@ fn reserve_owner_record(ctx: &LsmContext, file: *const c_void, previous: i32) ->
         Ok(domain) => domain,
         Err(verdict) => return verdict,
     };
-    if file_owner::record(file_key(file), domain) {
+    let key = file_key(file);
+    if key != 0 && file_owner::record(key, domain) {
         return 0;
     }
     info!(
@@ -75,6 +76,9 @@ pub fn file_ioctl(ctx: LsmContext) -> i32 {
 #[lsm(hook = "file_set_fowner")]
 pub fn file_set_fowner(ctx: LsmContext) -> i32 {
     let key = file_key(hook_arg!(ctx, FileSetFownerFile) as *const c_void);
+    if key == 0 {
+        return 0;
+    }
     let domain = current_domain();
     if domain == NO_DOMAIN {
         file_owner::forget(key);
@@ -88,9 +92,10 @@ pub fn file_set_fowner(ctx: LsmContext) -> i32 {
 #[lsm(hook = "file_free_security")]
 pub fn file_free_security(ctx: LsmContext) -> i32 {
     // A later file at this address must not inherit the record.
-    file_owner::forget(file_key(
-        hook_arg!(ctx, FileFreeSecurityFile) as *const c_void
-    ));
+    let key = file_key(hook_arg!(ctx, FileFreeSecurityFile) as *const c_void);
+    if key != 0 {
+        file_owner::forget(key);
+    }
     0
 }
 
