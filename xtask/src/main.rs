@@ -77,6 +77,10 @@ struct VmArgs {
     /// Use KVM instead of TCG emulation (off by default: it hangs on the dev machines).
     #[arg(long)]
     kvm: bool,
+    /// Multi-threaded TCG (one host thread per vCPU) instead of single-threaded; only to
+    /// compare: it lets a vCPU run stale translations of patched kernel text (see qemu.rs).
+    #[arg(long, conflicts_with = "kvm")]
+    mttcg: bool,
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 1024)]
     memory: u32,
@@ -121,6 +125,7 @@ impl VmArgs {
     fn options(&self) -> qemu::VmOptions {
         qemu::VmOptions {
             kvm: self.kvm,
+            mttcg: self.mttcg,
             memory_mib: self.memory,
             cpus: self.cpus,
             timeout: Duration::from_secs(self.timeout),

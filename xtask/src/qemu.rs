@@ -33,6 +33,7 @@ const GUEST_LSM: &str = "lockdown,capability,landlock,yama,bpf";
 #[derive(Clone, Debug)]
 pub struct VmOptions {
     pub kvm: bool,
+    pub mttcg: bool,
     pub memory_mib: u32,
     pub cpus: u32,
     pub timeout: Duration,
@@ -65,6 +66,8 @@ impl Boot<'_> {
         let mut qemu = Command::new("qemu-system-x86_64");
         if opts.kvm {
             qemu.args(["-accel", "kvm", "-cpu", "host"]);
+        } else if opts.mttcg {
+            qemu.args(["-accel", "tcg,thread=multi", "-cpu", "max"]);
         } else {
             // One host thread runs all vCPUs in turn. With multi-threaded TCG a vCPU can run a
             // stale translation of code another vCPU has just patched: attaching or detaching a
