@@ -23,6 +23,8 @@ const KERNEL_FAILURES: &[&str] = &[
     "general protection fault",
     "rcu: INFO:",
     "detected stalls on CPUs",
+    // RCU Tasks (BPF trampoline updates wait on it): "INFO: rcu_tasks detected stalls on tasks".
+    "detected stalls on tasks",
     "soft lockup",
     "hung_task",
 ];
