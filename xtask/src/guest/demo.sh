@@ -34,5 +34,8 @@ echo "-- the agent's log lines for it"
 sleep 0.5
 grep -E "sealed|denied" /tmp/agent.log | sed 's/^/   /'
 echo
+echo "-- the kernel's refusals, as the audit trail records them"
+grep '"label":"demo-task"' /var/log/bulkhead/audit.jsonl | sed 's/^/   /'
+echo
 if [ "$task" -eq 0 ]; then echo "demo: the task was refused both reads"; else echo "demo: FAILED"; fi
 exit "$task"
