@@ -196,12 +196,21 @@ fn slot_of(arg: &HookArg, proto: &Prototype) -> Result<u8, String> {
             }
             proto.params.len()
         }
+        // A named pointer must carry its name even when its type is unique: a kernel left with
+        // one `struct inode *` in inode_init_security must not give `dir` and `inode` the
+        // same slot.
         Param::StructPtr { ty, name } => unique(
             proto,
             |t| matches!(t, ParamType::StructPtr(s) if s == ty),
             name,
             &format!("struct {ty} *"),
-        )?,
+        )
+        .and_then(|slot| match name {
+            Some(name) if proto.params[slot].name != name => {
+                Err(format!("no struct {ty} * parameter named `{name}`"))
+            }
+            _ => Ok(slot),
+        })?,
         // Integers are found by name always: one integer is as good as another to the type
         // system, so a lone remaining integer must not stand in for a removed one.
         Param::Integer { name } => unique(

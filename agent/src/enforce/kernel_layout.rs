@@ -1,4 +1,5 @@
-//! The two kernel struct fields the eBPF programs need, read from the running kernel's BTF.
+//! The kernel struct fields (and one kernel property) the eBPF programs need, read from the
+//! running kernel's BTF.
 //!
 //! This is the agent's stand-in for CO-RE, which Rust eBPF lacks: the programs are built with
 //! a placeholder, and the offsets are filled in here, at load time, from
@@ -26,6 +27,12 @@ pub struct KernelLayout {
     pub task_bpf_storage: u16,
     /// Where a task's storage elements and their maps are.
     pub storage: StorageLayout,
+    /// Can the task-storage lookup LSM programs get fail while the element exists? Linux 6.1
+    /// has one `bpf_task_storage_get` that gives up while the per-CPU busy counter is held;
+    /// 6.2 split off `bpf_task_storage_get_recur` for tracing and gave LSM programs a lookup
+    /// that cannot fail; 7.0 removed the counter. Told from BTF: the counter exists and the
+    /// split does not.
+    pub lookup_may_fail: bool,
     /// Offsets used only to describe audit events (never for a decision).
     pub describe: DescribeOffsets,
 }
@@ -99,6 +106,12 @@ impl KernelLayout {
             FieldShape::PointerTo("bpf_local_storage"),
         )?;
         let storage = storage_layout(btf)?;
+        let named = |name: &str| {
+            btf.resolve_types_by_name(name)
+                .is_ok_and(|types| !types.is_empty())
+        };
+        let lookup_may_fail =
+            named("bpf_task_storage_busy") && !named("bpf_task_storage_get_recur");
         let any = |structure: &str, member: &str| {
             field(btf, structure, member, FieldShape::Any).map_or(0, u64::from)
         };
@@ -117,6 +130,7 @@ impl KernelLayout {
             user_ns_level: user_ns_level.into(),
             task_bpf_storage: load_offset("task_struct.bpf_storage", task_bpf_storage)?,
             storage,
+            lookup_may_fail,
         })
     }
 }
@@ -307,6 +321,7 @@ mod tests {
                 assert!(layout.fown_file.offset > 0, "{package}");
             }
             assert!(layout.dentry_d_inode > 0, "{package}");
+            assert_eq!(layout.lookup_may_fail, suite == "bookworm", "{package}");
         }
     }
 

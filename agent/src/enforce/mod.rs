@@ -24,9 +24,9 @@ use bulkhead_common::audit::{
     AUDIT_EVENTS_MAP, AUDIT_LOST_MAP, MODE_AUDIT, MODE_ENFORCE, SETTINGS_MAP,
 };
 use bulkhead_common::{
-    FOWN_FILE_MODE_GLOBAL, FOWN_FILE_OFFSET_GLOBAL, LSM_PROGRAMS, PROTECTED_INODE_MAP,
-    SELEM_SMAP_OFFSET_GLOBAL, SELEM_SNODE_OFFSET_GLOBAL, STORAGE_LIST_OFFSET_GLOBAL,
-    TASK_DOMAIN_MAP, USER_NS_LEVEL_OFFSET_GLOBAL,
+    FOWN_FILE_MODE_GLOBAL, FOWN_FILE_OFFSET_GLOBAL, LOOKUP_MAY_FAIL_GLOBAL, LSM_PROGRAMS,
+    PROTECTED_INODE_MAP, SELEM_SMAP_OFFSET_GLOBAL, SELEM_SNODE_OFFSET_GLOBAL,
+    STORAGE_LIST_OFFSET_GLOBAL, TASK_DOMAIN_MAP, USER_NS_LEVEL_OFFSET_GLOBAL,
     lifecycle::{DOMAIN_EVENTS_MAP, DOMAIN_TASKS_MAP, TRACE_PROGRAMS},
 };
 
@@ -114,9 +114,10 @@ impl Enforcement {
         let layout = KernelLayout::from_btf(&kernel_btf)?;
         tracing::debug!(?layout, slots = ?slots.slots, "kernel layout and hook argument slots from BTF");
         let mut object = AlignedObject::new(EBPF_OBJECT);
+        // Arguments first: a field offset patched in could otherwise fall in their range.
+        object.patch_hook_args(&slots)?;
         object.patch_dentry_inode_offset(layout.dentry_d_inode)?;
         object.patch_task_bpf_storage_offset(layout.task_bpf_storage)?;
-        object.patch_hook_args(&slots)?;
 
         pins.prepare()?;
         map_compat::check_pinned(object.bytes(), pins)?;
@@ -135,6 +136,11 @@ impl Enforcement {
             .override_global(STORAGE_LIST_OFFSET_GLOBAL, &layout.storage.list, true)
             .override_global(SELEM_SNODE_OFFSET_GLOBAL, &layout.storage.snode, true)
             .override_global(SELEM_SMAP_OFFSET_GLOBAL, &layout.storage.smap, true)
+            .override_global(
+                LOOKUP_MAY_FAIL_GLOBAL,
+                &u64::from(layout.lookup_may_fail),
+                true,
+            )
             .override_global("TASK_PID_OFFSET", &layout.describe.task_pid, true)
             .override_global("TASK_TGID_OFFSET", &layout.describe.task_tgid, true)
             .override_global("TASK_COMM_OFFSET", &layout.describe.task_comm, true)

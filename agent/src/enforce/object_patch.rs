@@ -57,7 +57,7 @@ impl AlignedObject {
     }
 
     fn patch_field(&mut self, placeholder: i16, offset: u16, what: &str) -> anyhow::Result<usize> {
-        let patched = self.rewrite_loads(|opcode, current| {
+        let patched = self.rewrite_loads(|_, opcode, current| {
             if opcode == LDX_MEM_DW && current == placeholder {
                 Ok(Some(offset as i16))
             } else {
@@ -78,7 +78,7 @@ impl AlignedObject {
         if slots.slots.len() != HOOK_ARGS.len() {
             bail!("argument slots resolved for another program set");
         }
-        let patched = self.rewrite_loads(|opcode, offset| {
+        let patched = self.rewrite_loads(|section, opcode, offset| {
             let in_range = (ARG_PLACEHOLDER_BASE..ARG_PLACEHOLDER_END).contains(&offset);
             if !in_range {
                 return Ok(None);
@@ -86,6 +86,18 @@ impl AlignedObject {
             let Some(id) = arg_of_placeholder(offset) else {
                 bail!("load at offset {offset:#x} is no argument this agent knows");
             };
+            // A hook's argument read anywhere but in that hook's own program would get a slot
+            // of another prototype, which the verifier might accept.
+            let hook = section
+                .strip_prefix("lsm/")
+                .or_else(|| section.strip_prefix("tp_btf/"));
+            if hook != Some(HOOK_ARGS[id].hook) {
+                bail!(
+                    "argument {:?} of {} is read in section {section}, not in its hook's program",
+                    HOOK_ARGS[id].param,
+                    HOOK_ARGS[id].hook
+                );
+            }
             if opcode != LDX_MEM_DW {
                 bail!(
                     "argument {:?} of {} is read with opcode {opcode:#x}, not a 64-bit load",
@@ -101,24 +113,27 @@ impl AlignedObject {
         Ok(patched)
     }
 
-    /// Calls `rewrite(opcode, offset)` for every memory load in an executable section and
-    /// puts in the offset it returns, if any.
+    /// Calls `rewrite(section, opcode, offset)` for every memory load in an executable section
+    /// and puts in the offset it returns, if any.
     fn rewrite_loads(
         &mut self,
-        mut rewrite: impl FnMut(u8, i16) -> anyhow::Result<Option<i16>>,
+        mut rewrite: impl FnMut(&str, u8, i16) -> anyhow::Result<Option<i16>>,
     ) -> anyhow::Result<usize> {
-        let ranges: Vec<(usize, usize)> = {
+        let ranges: Vec<(String, usize, usize)> = {
             let file = object::File::parse(self.bytes()).context("parsing the eBPF object")?;
             file.sections()
                 .filter(|section| section.kind() == SectionKind::Text)
-                .filter_map(|section| section.file_range())
-                .map(|(start, size)| (start as usize, size as usize))
+                .filter_map(|section| {
+                    let (start, size) = section.file_range()?;
+                    let name = section.name().unwrap_or_default().to_owned();
+                    Some((name, start as usize, size as usize))
+                })
                 .collect()
         };
         let len = self.len;
         let bytes = &mut as_bytes_mut(&mut self.words)[..len];
         let mut patched = 0;
-        for (start, size) in ranges {
+        for (name, start, size) in ranges {
             let Some(section) = bytes.get_mut(start..start + size) else {
                 bail!("eBPF object section at {start}+{size} lies outside the file");
             };
@@ -127,7 +142,7 @@ impl AlignedObject {
                     continue;
                 }
                 let offset = i16::from_le_bytes([insn[2], insn[3]]);
-                if let Some(new) = rewrite(insn[0], offset)? {
+                if let Some(new) = rewrite(&name, insn[0], offset)? {
                     insn[2..4].copy_from_slice(&new.to_le_bytes());
                     patched += 1;
                 }

@@ -224,15 +224,19 @@ impl Generation {
             fs::read_dir(&self.dir).with_context(|| format!("listing {}", self.dir.display()))?
         {
             let path = entry?.path();
-            // Opened first to learn its program; anything that is not a link is just removed.
-            let program = aya::programs::links::PinnedLink::from_pin(&path)
-                .ok()
-                .and_then(|link| link.unpin().ok())
-                .and_then(|link| link.info().ok())
-                .map(|info| info.program_id());
-            match program {
-                Some(id) => unpinned.programs.push(id),
-                None => match fs::remove_file(&path) {
+            // Opened first to learn its program, so the caller can wait for it to be released;
+            // an entry that is not a link at all is just removed.
+            match aya::programs::links::PinnedLink::from_pin(&path) {
+                Ok(link) => {
+                    let link = link
+                        .unpin()
+                        .with_context(|| format!("unpinning {}", path.display()))?;
+                    let info = link
+                        .info()
+                        .with_context(|| format!("reading the link {}", path.display()))?;
+                    unpinned.programs.push(info.program_id());
+                }
+                Err(_) => match fs::remove_file(&path) {
                     Ok(()) => {}
                     Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
                     Err(err) => {

@@ -43,7 +43,8 @@ pub struct HookArg {
 }
 
 /// Placeholder load offsets are `ARG_PLACEHOLDER_BASE + 8 * id`: far beyond any hook's
-/// arguments (at most 12 slots, offset 96) and below i16::MAX, the largest load offset.
+/// arguments (at most 13 slots with the verdict, offset 96) and below i16::MAX, the largest
+/// load offset.
 pub const ARG_PLACEHOLDER_BASE: i16 = 0x6000;
 
 /// Loads from here up are taken as placeholders (256 arguments' worth): one beyond the table

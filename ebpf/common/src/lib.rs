@@ -33,9 +33,10 @@ pub const NO_DOMAIN: DomainId = 0;
 
 /// The programs' answer when a task has a label they could not read (on Linux 6.1 the
 /// task-storage lookup fails while another task-storage operation holds the CPU's busy
-/// counter). Never stored, never a real id (ids come from the wall clock), never equal to
-/// anything for `may_reach`: a task whose domain is undecidable is restricted like a task in
-/// a domain of its own.
+/// counter). Never a task's label and never a real id (ids come from the wall clock; it may be
+/// recorded as the setter of a file owner, which then refuses), never equal to anything for
+/// `may_reach`: a task whose domain is undecidable is restricted like a task in a domain of
+/// its own.
 pub const UNDECIDABLE: DomainId = u64::MAX;
 
 /// Name of the BPF inode-storage map marking protected files and directories.
@@ -70,6 +71,10 @@ pub const TASK_BPF_STORAGE_PLACEHOLDER: i16 = 0x7eb5;
 pub const STORAGE_LIST_OFFSET_GLOBAL: &str = "STORAGE_LIST_OFFSET";
 pub const SELEM_SNODE_OFFSET_GLOBAL: &str = "SELEM_SNODE_OFFSET";
 pub const SELEM_SMAP_OFFSET_GLOBAL: &str = "SELEM_SMAP_OFFSET";
+/// Name of the global saying whether this kernel's task-storage lookup in LSM programs can
+/// fail while the element exists (1: Linux 6.1's trylock; 0: 6.2+). Set by the agent from BTF;
+/// 1 until set, so an unset object searches rather than trusting a failed lookup.
+pub const LOOKUP_MAY_FAIL_GLOBAL: &str = "LOOKUP_MAY_FAIL";
 
 /// Names of the globals saying how `file_send_sigiotask` finds the file of the owner struct it
 /// is given, set by the agent from the running kernel's BTF: the mode, one of the two values

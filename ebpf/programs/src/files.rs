@@ -46,7 +46,7 @@ pub fn inode_permission(ctx: LsmContext) -> i32 {
 /// security xattr from this module") must pass through untouched.
 #[lsm(hook = "inode_init_security")]
 pub fn inode_init_security(ctx: LsmContext) -> i32 {
-    // Two `struct inode *` parameters: told apart by name (6.6+ dropped three of the six).
+    // Two `struct inode *` parameters: told apart by name (6 parameters up to 6.5, 5 from 6.6).
     let previous = verdict!(ctx, InodeInitSecurityVerdict);
     let dir = hook_arg!(ctx, InodeInitSecurityDir) as *mut c_void;
     let inode = hook_arg!(ctx, InodeInitSecurityInode) as *mut c_void;

@@ -13,9 +13,11 @@ use crate::{
     task_domain::restricted_actor,
 };
 
-// include/uapi/linux/capability.h and include/linux/security.h; stable ABI.
+// include/uapi/linux/capability.h (stable ABI).
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
+// include/linux/security.h, kernel-internal (unchanged 6.1 to 7.2): if it ever moved, checks
+// would still be refused, only with or without a record.
 const CAP_OPT_NOAUDIT: u32 = 1 << 1;
 
 #[inline(always)]
@@ -100,11 +102,12 @@ pub fn sb_pivotroot(ctx: LsmContext) -> i32 {
 /// CAP_SYS_ADMIN and CAP_PERFMON over the whole machine (the initial user namespace). Since
 /// Linux 7.0, `mm_access()` lets any task that is `perfmon_capable()` (either capability) read
 /// another task's /proc/<pid>/environ, auxv, maps, smaps, pagemap after ptrace_may_access()
-/// refused it, and no hook there sees the target. Both capabilities also gate what the other
-/// hooks here refuse anyway (bpf, perf, mounts, kernel interfaces), so root inside a domain
-/// simply does not hold them. Capabilities in a user namespace the task made itself reach
-/// nothing outside it and stay. Checks the kernel marks NOAUDIT (probes that are expected to
-/// fail) are refused without a record.
+/// refused it, and no hook there sees the target. Both capabilities also gate much of what the
+/// other hooks here refuse anyway (bpf, mounts, kernel interfaces) and system-wide perf, which
+/// only this hook refuses, so root inside a domain simply does not hold them against the
+/// initial user namespace. Checks against any other user namespace are left to the kernel.
+/// Checks the kernel marks NOAUDIT (probes that are expected to fail) are refused without a
+/// record. The task judged is the running one, as for every hook here.
 #[lsm(hook = "capable")]
 pub fn capable(ctx: LsmContext) -> i32 {
     let domain = match restricted_actor(verdict!(ctx, CapableVerdict)) {

@@ -23,9 +23,9 @@ use crate::local_storage::{LocalStorage, TASK_STORAGE};
 #[unsafe(export_name = "TASK_DOMAIN")]
 static TASK_DOMAIN: LocalStorage<TaskLabel, TASK_STORAGE> = LocalStorage::new();
 
-/// The label of `task`, or null when it has none, or when the lookup failed (6.1, and the
-/// tracepoints up to 6.19, give up while the CPU's task-storage busy counter is held; see
-/// [`domain_of`], which tells the two apart). Points into the task's own storage, so the
+/// The label of `task`, or null when it has none, or when the lookup failed (on 6.1 the helper
+/// gives up while the CPU's task-storage busy counter is held, for LSM programs and
+/// tracepoints alike; see [`domain_of`], which tells the two apart). Points into the task's own storage, so the
 /// lifecycle programs can update it in place.
 #[inline(always)]
 pub fn label_of(task: *mut task_struct) -> *mut TaskLabel {
@@ -58,12 +58,21 @@ pub fn domain_of(task: *mut task_struct) -> DomainId {
         // SAFETY: a non-null result points at this map's value, a TaskLabel.
         return unsafe { (*value).domain };
     }
+    // SAFETY: reading a global of this object; volatile so the build-time value stays.
+    if unsafe { core::ptr::read_volatile(&LOOKUP_MAY_FAIL) } == 0 {
+        // 6.2+: the lookup LSM programs get cannot fail, so nothing found means no label.
+        return NO_DOMAIN;
+    }
     if holds_label_element(storage) {
         UNDECIDABLE
     } else {
         NO_DOMAIN
     }
 }
+
+/// Set by the agent from BTF: 1 where the lookup can fail while the label exists (6.1).
+#[unsafe(no_mangle)]
+static LOOKUP_MAY_FAIL: u64 = 1;
 
 /// `task->bpf_storage` as a number (0: the task has no BPF local storage). The load's offset is
 /// a placeholder the agent patches from BTF, checked by the verifier like `dentry->d_inode`.

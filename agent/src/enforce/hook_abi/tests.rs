@@ -159,6 +159,24 @@ fn prototypes_that_match_nothing_are_all_reported() {
     assert!(text.contains("known (sid): `bpf(cmd: int"), "{text}");
 }
 
+/// A named pointer whose type is now unique must still carry its name: with one
+/// `struct inode *` left, `dir` and `inode` must not share it.
+#[test]
+fn a_named_pointer_needs_its_name_even_when_unique() {
+    let mut prototypes = prototypes_of("trixie");
+    prototypes
+        .get_mut("inode_init_security")
+        .unwrap()
+        .params
+        .retain(|p| p.name != "dir");
+    let err = resolve(&prototypes).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("no struct inode * parameter named `dir`"),
+        "{err}"
+    );
+}
+
 #[test]
 fn an_ambiguous_pointer_without_a_name_is_refused() {
     let mut prototypes = prototypes_of("bookworm");
