@@ -45,7 +45,9 @@ pub fn log_len() -> usize {
 
 /// Waits up to 10 s for a record matching `want` after `offset`.
 pub fn wait_for_record(offset: usize, want: impl Fn(&Value) -> bool) -> Result<Value, String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // Generous: the slowest emulated kernel (7.2 under TCG) can take seconds to get a record
+    // through the ring, the agent and the file; a record that never comes still fails.
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(found) = records_since(offset).into_iter().find(|r| want(r)) {
             return Ok(found);
