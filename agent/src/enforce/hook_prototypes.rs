@@ -211,19 +211,9 @@ fn classify(btf: &Btf, ty: &Type) -> anyhow::Result<ParamType> {
     })
 }
 
-/// The type under typedefs and qualifiers.
-fn strip(btf: &Btf, mut ty: Type) -> anyhow::Result<Type> {
-    for _ in 0..MAX_CHAIN {
-        ty = match &ty {
-            Type::Typedef(t) => btf.resolve_chained_type(t)?,
-            Type::Const(t) | Type::Volatile(t) | Type::Restrict(t) => {
-                btf.resolve_chained_type(t)?
-            }
-            Type::TypeTag(t) => btf.resolve_chained_type(t)?,
-            _ => return Ok(ty),
-        };
-    }
-    bail!("type chain too deep in kernel BTF")
+/// The type under typedefs and qualifiers (the same unwrapping the struct-field lookup uses).
+fn strip(btf: &Btf, ty: Type) -> anyhow::Result<Type> {
+    super::kernel_layout::skip_qualifiers(btf, ty)
 }
 
 /// C-like spelling of a type that is neither a struct pointer nor an integer.

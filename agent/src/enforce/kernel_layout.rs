@@ -249,7 +249,7 @@ fn field(btf: &Btf, structure: &str, member: &str, shape: FieldShape) -> anyhow:
     bail!("kernel BTF: struct {structure} has no member {member}")
 }
 
-fn skip_qualifiers(btf: &Btf, mut ty: Type) -> anyhow::Result<Type> {
+pub(super) fn skip_qualifiers(btf: &Btf, mut ty: Type) -> anyhow::Result<Type> {
     // Typedefs, const, volatile and type tags wrap the type that matters.
     for _ in 0..16 {
         ty = match &ty {
