@@ -1,7 +1,13 @@
 //! Per-domain rate limiting of audit records: a token bucket per domain, so one noisy task
 //! cannot flood the log or hide another domain's events, with a count of what was dropped.
+//!
+//! The bucket is metered by when each event happened (the kernel's CLOCK_BOOTTIME stamp), not
+//! by when the agent read it. A backlog read at once (the ring kept while no agent ran, or a
+//! reader that fell behind) is then sampled across the whole time it covers: the records of a
+//! gap in the agent's life are not all spent on its first moments. The stamp is the kernel's,
+//! so a task cannot choose it.
 
-use std::{collections::HashMap, time::Instant};
+use std::{collections::HashMap, time::Duration};
 
 use bulkhead_common::DomainId;
 
@@ -18,7 +24,8 @@ pub struct Rate {
 #[derive(Debug)]
 struct Bucket {
     tokens: f64,
-    updated: Instant,
+    /// Event time (since boot) the tokens were last counted at.
+    updated: Duration,
     dropped: u64,
 }
 
@@ -40,8 +47,9 @@ impl Limiter {
         self.rate = rate;
     }
 
-    /// May an event of `domain` at `now` be written? If not, it is counted as dropped.
-    pub fn admit(&mut self, domain: DomainId, now: Instant) -> bool {
+    /// May an event of `domain` that happened at `now` (since boot) be written? If not, it is
+    /// counted as dropped.
+    pub fn admit(&mut self, domain: DomainId, now: Duration) -> bool {
         if !self.buckets.contains_key(&domain) && self.buckets.len() >= MAX_TRACKED_DOMAINS {
             self.forget_idle(now);
         }
@@ -51,9 +59,11 @@ impl Limiter {
             updated: now,
             dropped: 0,
         });
-        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+        let elapsed = now.saturating_sub(bucket.updated).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * rate.per_sec).min(rate.burst);
-        bucket.updated = now;
+        // Events of different CPUs reach the ring slightly out of order; an earlier stamp must
+        // not wind the clock back, or the same interval would refill twice.
+        bucket.updated = bucket.updated.max(now);
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
             true
@@ -76,10 +86,10 @@ impl Limiter {
     }
 
     /// Drops the buckets that are full again and have nothing to report.
-    fn forget_idle(&mut self, now: Instant) {
+    fn forget_idle(&mut self, now: Duration) {
         let rate = self.rate;
         self.buckets.retain(|_, bucket| {
-            let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+            let elapsed = now.saturating_sub(bucket.updated).as_secs_f64();
             bucket.dropped > 0 || bucket.tokens + elapsed * rate.per_sec < rate.burst
         });
     }
@@ -87,8 +97,6 @@ impl Limiter {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     const RATE: Rate = Rate {
@@ -99,7 +107,7 @@ mod tests {
     #[test]
     fn a_burst_passes_then_the_rest_is_counted() {
         let mut limiter = Limiter::new(RATE);
-        let now = Instant::now();
+        let now = Duration::from_secs(100);
         let admitted = (0..100).filter(|_| limiter.admit(7, now)).count();
         assert_eq!(admitted, 5);
         assert_eq!(limiter.take_dropped(), [(7, 95)]);
@@ -109,7 +117,7 @@ mod tests {
     #[test]
     fn tokens_refill_at_the_rate() {
         let mut limiter = Limiter::new(RATE);
-        let start = Instant::now();
+        let start = Duration::from_secs(100);
         for _ in 0..5 {
             assert!(limiter.admit(1, start));
         }
@@ -123,7 +131,7 @@ mod tests {
     #[test]
     fn one_noisy_domain_does_not_silence_another() {
         let mut limiter = Limiter::new(RATE);
-        let now = Instant::now();
+        let now = Duration::from_secs(100);
         for _ in 0..1000 {
             limiter.admit(1, now);
         }
@@ -134,12 +142,42 @@ mod tests {
     #[test]
     fn memory_stays_bounded_with_many_domains() {
         let mut limiter = Limiter::new(RATE);
-        let start = Instant::now();
+        let start = Duration::from_secs(100);
         for domain in 0..(3 * MAX_TRACKED_DOMAINS as u64) {
             // Each domain is idle long enough to have refilled before the next arrives.
             let now = start + Duration::from_secs(domain);
             limiter.admit(domain, now);
         }
         assert!(limiter.buckets.len() <= MAX_TRACKED_DOMAINS);
+    }
+
+    #[test]
+    fn a_backlog_is_metered_by_when_its_events_happened() {
+        let mut limiter = Limiter::new(RATE);
+        let start = Duration::from_secs(100);
+        // Ten seconds of a flood, 100 events a second, all read in one go afterwards: the
+        // burst, then the rate across the ten seconds, so the last second is represented too.
+        let admitted: Vec<_> = (0..1000u64)
+            .map(|i| start + Duration::from_millis(10 * i))
+            .filter(|at| limiter.admit(1, *at))
+            .collect();
+        assert_eq!(admitted.len(), 5 + 99);
+        assert!(*admitted.last().unwrap() >= start + Duration::from_secs(9));
+    }
+
+    #[test]
+    fn an_out_of_order_stamp_does_not_refill_twice() {
+        let mut limiter = Limiter::new(RATE);
+        let start = Duration::from_secs(100);
+        for _ in 0..5 {
+            assert!(limiter.admit(1, start));
+        }
+        let later = start + Duration::from_millis(100);
+        assert!(limiter.admit(1, later), "one token after 100 ms");
+        assert!(!limiter.admit(1, start), "an earlier stamp adds nothing");
+        assert!(
+            !limiter.admit(1, later),
+            "and the interval is not counted again"
+        );
     }
 }

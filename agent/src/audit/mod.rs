@@ -13,7 +13,7 @@ use std::{
     os::unix::fs::{DirBuilderExt, OpenOptionsExt},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, SystemTime},
 };
 
 use anyhow::Context as _;
@@ -131,13 +131,12 @@ impl AuditTrail {
                 ready = ring.readable_mut() => {
                     let Ok(mut guard) = ready else { return };
                     let ring = guard.get_inner_mut();
-                    let now = Instant::now();
                     while let Some(item) = ring.next() {
                         let Some(event) = decode(&item) else {
                             tracing::error!(len = item.len(), "audit record of unexpected size; agent and programs disagree");
                             continue;
                         };
-                        if !limiter.admit(event.actor_domain, now) {
+                        if !limiter.admit(event.actor_domain, Duration::from_nanos(event.boot_ns)) {
                             continue;
                         }
                         write(describe(&event, domains, &paths));
