@@ -58,8 +58,12 @@ pub trait Census: Send {
     fn open(&mut self, domain: DomainId) -> Result<(), CensusError>;
     /// Drops a count opened for a seal that did not complete.
     fn discard(&mut self, domain: DomainId) -> io::Result<()>;
+    /// The domain's running tasks (threads included); None once the last one has exited.
+    fn running_tasks(&self, domain: DomainId) -> io::Result<Option<u64>>;
     /// False once the domain's last task has exited.
-    fn is_live(&self, domain: DomainId) -> io::Result<bool>;
+    fn is_live(&self, domain: DomainId) -> io::Result<bool> {
+        Ok(self.running_tasks(domain)?.is_some())
+    }
 }
 
 impl Census for DomainCensus {
@@ -69,8 +73,8 @@ impl Census for DomainCensus {
     fn discard(&mut self, domain: DomainId) -> io::Result<()> {
         DomainCensus::discard(self, domain).map_err(io::Error::other)
     }
-    fn is_live(&self, domain: DomainId) -> io::Result<bool> {
-        DomainCensus::is_live(self, domain).map_err(io::Error::other)
+    fn running_tasks(&self, domain: DomainId) -> io::Result<Option<u64>> {
+        DomainCensus::running_tasks(self, domain).map_err(io::Error::other)
     }
 }
 
@@ -422,6 +426,16 @@ impl Domains {
         self.state().records.contains_key(&id)
     }
 
+    /// The kernel's count of a live domain's running tasks, for people looking at the node;
+    /// None if the domain is not live or the count cannot be read.
+    pub fn running_tasks(&self, id: DomainId) -> Option<u64> {
+        let state = self.state();
+        if !state.records.contains_key(&id) {
+            return None;
+        }
+        state.census.running_tasks(id).ok().flatten()
+    }
+
     /// Every live domain, oldest first.
     pub fn live(&self) -> Vec<DomainRecord> {
         let mut records: Vec<_> = self.state().records.values().cloned().collect();
@@ -592,8 +606,8 @@ mod tests {
             self.0.lock().unwrap().remove(&domain);
             Ok(())
         }
-        fn is_live(&self, domain: DomainId) -> io::Result<bool> {
-            Ok(self.0.lock().unwrap().contains_key(&domain))
+        fn running_tasks(&self, domain: DomainId) -> io::Result<Option<u64>> {
+            Ok(self.0.lock().unwrap().get(&domain).copied())
         }
     }
 

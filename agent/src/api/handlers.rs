@@ -144,6 +144,7 @@ fn list_domains(state: &AppState, peer: &Peer) -> ApiResponse {
             created: record.created,
             sealed_pid: record.sealed_pid,
             sealed_uid: record.sealed_uid,
+            tasks: state.domains.running_tasks(record.id),
         })
         .collect();
     json(StatusCode::OK, &DomainsResponse { domains })

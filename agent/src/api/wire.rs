@@ -60,6 +60,10 @@ pub struct DomainInfo {
     pub created: u64,
     pub sealed_pid: i32,
     pub sealed_uid: u32,
+    /// Running tasks (threads included) the kernel counts for the domain; absent if the count
+    /// could not be read.
+    #[serde(default)]
+    pub tasks: Option<u64>,
 }
 
 /// Every error the API returns: a stable machine-readable `code` and a sentence for people.

@@ -46,11 +46,11 @@ impl DomainCensus {
         }
     }
 
-    /// Whether any task of the domain is still running. False once the last one has exited.
-    pub fn is_live(&self, domain: DomainId) -> Result<bool, MapError> {
+    /// How many tasks of the domain are running; None once the last one has exited.
+    pub fn running_tasks(&self, domain: DomainId) -> Result<Option<u64>, MapError> {
         match self.map.get(&domain, 0) {
-            Ok(_) => Ok(true),
-            Err(MapError::KeyNotFound) => Ok(false),
+            Ok(count) => Ok(Some(count)),
+            Err(MapError::KeyNotFound) => Ok(None),
             Err(err) => Err(err),
         }
     }
