@@ -117,3 +117,28 @@ pub fn fork_churn(stop_file: &str) -> i32 {
     say(&format!("forks={forks}"));
     EXIT_OK
 }
+
+/// Starts `threads` threads that wait for one another and then all exit at the same moment,
+/// twice, so many tasks of this domain pass the exit tracepoint together; then exits. Prints
+/// "DOMAIN".
+pub fn exit_storm(threads: &str) -> i32 {
+    let Ok(threads) = threads.parse::<usize>() else {
+        return EXIT_WRONG;
+    };
+    say(&own_domain());
+    for _ in 0..2 {
+        let start = std::sync::Arc::new(std::sync::Barrier::new(threads));
+        let running: Vec<_> = (0..threads)
+            .map(|_| {
+                let start = start.clone();
+                std::thread::spawn(move || {
+                    start.wait();
+                })
+            })
+            .collect();
+        for thread in running {
+            let _ = thread.join();
+        }
+    }
+    EXIT_OK
+}

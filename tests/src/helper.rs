@@ -55,6 +55,7 @@ pub fn main(args: &[String]) -> i32 {
         ["linger", go_file] => domain_helpers::linger(go_file),
         ["fork-fail", cgroup] => domain_helpers::fork_fail(cgroup),
         ["fork-churn", stop_file] => domain_helpers::fork_churn(stop_file),
+        ["exit-storm", threads] => domain_helpers::exit_storm(threads),
         ["list-domains"] => list_domains(),
         ["supervise", token_file] => broker_helpers::supervise(token_file),
         ["task-checks", sup, domain, addr, tail] => {

@@ -39,7 +39,7 @@ pub fn add(suite: &mut Suite<'_>) {
     suite.add("lifecycle:uninstall-detaches-everything", uninstall);
 }
 
-fn status() -> Result<StatusResponse, String> {
+pub(crate) fn status() -> Result<StatusResponse, String> {
     Client::new(std::path::Path::new(bulkhead::config::DEFAULT_SOCKET_PATH))
         .get(PATH_STATUS)
         .map_err(|err| err.to_string())
@@ -136,15 +136,18 @@ fn attack_across_restarts() -> Result<(), String> {
     let log_before = std::fs::read_to_string(AGENT_LOG).unwrap_or_default().len();
     std::thread::sleep(Duration::from_millis(500));
 
-    let mut down = (String::new(), String::new());
+    // When the first agent was killed, how much of the audit log it had written by the time
+    // it was gone, and when the next one was started.
+    let mut down = (String::new(), 0, String::new());
     let mut run = || -> Result<(), String> {
         // 1. The agent dies without warning; the pinned programs must keep refusing.
         let first = status()?.pid as i32;
+        down.0 = now_rfc3339();
         signal(first, libc::SIGKILL)?;
         wait_gone(first)?;
-        down.0 = now_rfc3339();
+        down.1 = log_len();
         std::thread::sleep(Duration::from_secs(1));
-        down.1 = now_rfc3339();
+        down.2 = now_rfc3339();
         // 2. A new agent adopts the pinned maps and swaps in its own programs.
         let second = start_agent()? as i32;
         // 3. A graceful stop and another start: a program upgrade.
@@ -174,9 +177,11 @@ fn attack_across_restarts() -> Result<(), String> {
             "expected two adoptions replacing one generation each, log shows {adopted} and {replaced}"
         ));
     }
-    // Refusals made while no agent ran were kept in the pinned ring and written by the next.
-    let (from, to) = down;
-    let while_down = crate::scenarios_audit::records_since(0)
+    // Refusals made while no agent ran were kept in the pinned ring and written by the next:
+    // stamped after the kill and before the next start, and in the log only after the killed
+    // agent was gone (what it wrote while dying is before that point).
+    let (from, written_after, to) = down;
+    let while_down = records_since(written_after)
         .into_iter()
         .filter(|r| r["type"] == "access")
         .filter(|r| {

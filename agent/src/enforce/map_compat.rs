@@ -37,12 +37,19 @@ pub fn differences(needed: MapShape, pinned: MapShape) -> Vec<String> {
     found
 }
 
-/// Checks every pinned map that exists against the object's definition of it.
+/// Checks every pinned map that exists against the object's definition of it, and that none
+/// is missing under programs that are attached.
 pub fn check_pinned(object: &[u8], pins: &PinDir) -> anyhow::Result<()> {
     let parsed = aya_obj::Object::parse(object).context("parsing the eBPF object")?;
+    let attached = !pins.generations()?.is_empty();
     for name in PINNED_MAPS {
         let path = pins.map(name);
         if !path.exists() {
+            // Programs attached without this map were loaded by a version that kept the state
+            // elsewhere (or not at all); taking over from them would lose it.
+            if attached && pins.has_pinned_maps() {
+                bail!("{}", missing_under_attached(&path));
+            }
             continue;
         }
         let definition = parsed
@@ -68,6 +75,15 @@ pub fn check_pinned(object: &[u8], pins: &PinDir) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn missing_under_attached(path: &Path) -> String {
+    format!(
+        "the programs attached now were loaded by a bulkhead version that did not pin {}; \
+         they keep enforcing. To replace them, run `bulkhead uninstall` (this forgets every \
+         live domain, so stop the tasks first) and start the agent again",
+        path.display()
+    )
 }
 
 fn pinned_shape(path: &Path) -> anyhow::Result<MapShape> {
@@ -116,5 +132,35 @@ mod tests {
         for name in PINNED_MAPS {
             assert!(parsed.maps.contains_key(name), "{name}");
         }
+    }
+
+    /// Attached programs whose version did not pin a map these programs keep state in (here
+    /// COUNTED_TASKS, added after the first release of the pin layout): refused, naming it.
+    #[test]
+    fn a_map_missing_under_attached_programs_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let pins = PinDir::new(&dir.path().join("bulkhead"));
+        for sub in ["maps", "links"] {
+            std::fs::create_dir_all(pins.root().join(sub)).unwrap();
+        }
+        pins.new_generation().unwrap();
+        let present = bulkhead_common::lifecycle::DOMAIN_EVENTS_MAP;
+        std::fs::write(pins.map(present), "").unwrap();
+        for name in PINNED_MAPS.iter().filter(|name| **name != present) {
+            let _ = std::fs::remove_file(pins.map(name));
+        }
+        let err = check_pinned(super::super::EBPF_OBJECT, &pins)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("did not pin"), "{err}");
+        assert!(err.contains("bulkhead uninstall"), "{err}");
+    }
+
+    #[test]
+    fn nothing_pinned_and_nothing_attached_is_a_first_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let pins = PinDir::new(&dir.path().join("bulkhead"));
+        std::fs::create_dir_all(pins.root().join("maps")).unwrap();
+        check_pinned(super::super::EBPF_OBJECT, &pins).unwrap();
     }
 }

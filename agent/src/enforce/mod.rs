@@ -25,8 +25,9 @@ use bulkhead_common::audit::{
 };
 use bulkhead_common::{
     FOWN_FILE_MODE_GLOBAL, FOWN_FILE_OFFSET_GLOBAL, LOOKUP_MAY_FAIL_GLOBAL, LSM_PROGRAMS,
-    PROTECTED_INODE_MAP, SELEM_SMAP_OFFSET_GLOBAL, SELEM_SNODE_OFFSET_GLOBAL,
-    STORAGE_LIST_OFFSET_GLOBAL, TASK_DOMAIN_MAP, USER_NS_LEVEL_OFFSET_GLOBAL,
+    PROTECTED_INODE_MAP, SELEM_DATA_OFFSET_GLOBAL, SELEM_SMAP_OFFSET_GLOBAL,
+    SELEM_SNODE_OFFSET_GLOBAL, STORAGE_LIST_OFFSET_GLOBAL, TASK_DOMAIN_MAP,
+    USER_NS_LEVEL_OFFSET_GLOBAL,
     lifecycle::{DOMAIN_EVENTS_MAP, DOMAIN_TASKS_MAP, TRACE_PROGRAMS},
 };
 
@@ -136,6 +137,7 @@ impl Enforcement {
             .override_global(STORAGE_LIST_OFFSET_GLOBAL, &layout.storage.list, true)
             .override_global(SELEM_SNODE_OFFSET_GLOBAL, &layout.storage.snode, true)
             .override_global(SELEM_SMAP_OFFSET_GLOBAL, &layout.storage.smap, true)
+            .override_global(SELEM_DATA_OFFSET_GLOBAL, &layout.storage.data, true)
             .override_global(
                 LOOKUP_MAY_FAIL_GLOBAL,
                 &u64::from(layout.lookup_may_fail),
@@ -201,9 +203,9 @@ impl Enforcement {
     }
 }
 
-/// Loads, attaches and pins every program: first the tracepoints that count each domain's
-/// tasks (so no task of a domain sealed later goes uncounted), then the LSM hooks in
-/// LSM_PROGRAMS order, task_alloc first, so domains are inherited before any check that relies
+/// Loads, attaches and pins every program: first the exit tracepoint and then the LSM hooks in
+/// LSM_PROGRAMS order (task_free, then task_alloc), so every count is given only once both
+/// places that take it back are live, and domains are inherited before any check that relies
 /// on them is live. Returns the names of the LSM hooks.
 fn attach_and_pin(
     ebpf: &mut Ebpf,

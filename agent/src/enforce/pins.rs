@@ -7,6 +7,7 @@
 //! <pin_dir>/maps/AUDIT_EVENTS      audit ring buffer; AUDIT_LOST its overflow count
 //! <pin_dir>/maps/SETTINGS          enforce or audit mode
 //! <pin_dir>/maps/DOMAIN_TASKS      running tasks per live domain
+//! <pin_dir>/maps/COUNTED_TASKS     which domain each task created inside one is counted in
 //! <pin_dir>/maps/DOMAIN_EVENTS     ring buffer announcing domains whose last task exited
 //! <pin_dir>/links/<generation>/<hook>   one attached program per hook or tracepoint
 //! ```
@@ -30,7 +31,7 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// The maps shared between agent generations (aya-log's ring is per agent and is not pinned).
 /// The audit ring is: events written while no agent runs wait for the next one.
-pub const PINNED_MAPS: [&str; 8] = [
+pub const PINNED_MAPS: [&str; 9] = [
     bulkhead_common::TASK_DOMAIN_MAP,
     bulkhead_common::PROTECTED_INODE_MAP,
     bulkhead_common::FILE_OWNER_MAP,
@@ -38,6 +39,7 @@ pub const PINNED_MAPS: [&str; 8] = [
     bulkhead_common::audit::AUDIT_LOST_MAP,
     bulkhead_common::audit::SETTINGS_MAP,
     bulkhead_common::lifecycle::DOMAIN_TASKS_MAP,
+    bulkhead_common::lifecycle::COUNTED_TASKS_MAP,
     bulkhead_common::lifecycle::DOMAIN_EVENTS_MAP,
 ];
 

@@ -106,6 +106,7 @@ macro_rules! hook_args {
 }
 
 hook_args! {
+    TaskFreeTask => lsm("task_free", ptr("task_struct")),
     TaskAllocTask => lsm("task_alloc", ptr("task_struct")),
     TaskAllocVerdict => lsm("task_alloc", VERDICT),
     PtraceAccessCheckChild => lsm("ptrace_access_check", ptr("task_struct")),
@@ -172,8 +173,8 @@ hook_args! {
     CapableCap => lsm("capable", int("cap")),
     CapableOpts => lsm("capable", int("opts")),
     CapableVerdict => lsm("capable", VERDICT),
-    SchedWakeupNewTask => HookArg {
-        hook: "sched_wakeup_new",
+    SchedProcessExitTask => HookArg {
+        hook: "sched_process_exit",
         kind: HookKind::Tracepoint,
         param: ptr("task_struct"),
     },

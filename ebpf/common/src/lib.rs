@@ -71,6 +71,7 @@ pub const TASK_BPF_STORAGE_PLACEHOLDER: i16 = 0x7eb5;
 pub const STORAGE_LIST_OFFSET_GLOBAL: &str = "STORAGE_LIST_OFFSET";
 pub const SELEM_SNODE_OFFSET_GLOBAL: &str = "SELEM_SNODE_OFFSET";
 pub const SELEM_SMAP_OFFSET_GLOBAL: &str = "SELEM_SMAP_OFFSET";
+pub const SELEM_DATA_OFFSET_GLOBAL: &str = "SELEM_DATA_OFFSET";
 /// Name of the global saying whether this kernel's task-storage lookup in LSM programs can
 /// fail while the element exists (1: Linux 6.1's trylock; 0: 6.2+). Set by the agent from BTF;
 /// 1 until set, so an unset object searches rather than trusting a failed lookup.
@@ -97,11 +98,13 @@ pub mod lifecycle;
 
 /// The LSM hooks the agent attaches, as (program name in the object, kernel hook name).
 ///
-/// `task_alloc` comes first: the agent attaches it before any hook that reads a domain, so there is
-/// never a moment when a sealed task could fork an unlabelled child. `inode_init_security`
+/// `task_free` comes first, so every task `task_alloc` counts is sure to be uncounted. Then
+/// `task_alloc`: the agent attaches it before any hook that reads a domain, so there is never
+/// a moment when a sealed task could fork an unlabelled child. `inode_init_security`
 /// comes before the file checks so files created in a protected directory are labelled from
 /// the moment checks start.
 pub const LSM_PROGRAMS: &[(&str, &str)] = &[
+    ("count_freed_task", "task_free"),
     ("task_alloc", "task_alloc"),
     ("inode_init_security", "inode_init_security"),
     ("ptrace_access_check", "ptrace_access_check"),

@@ -1,13 +1,26 @@
 //! Domain lifecycle: the programs count each domain's live tasks and tell the agent the moment
 //! the last one has exited, so the daemon can end the domain (and revoke its tokens).
 //!
-//! Each task in a domain moves once through `LIFE_NEW` (labelled by `task_alloc`, not yet
-//! running: the fork may still fail) to `LIFE_RUNNING` (counted, at `sched_wakeup_new`, which
-//! only a successfully created task reaches) to `LIFE_EXITED` (uncounted, at
-//! `sched_process_exit`). The transitions are atomic swaps on the task's own label, so a task is
-//! counted and uncounted exactly once even while two program generations are attached during an
-//! upgrade. A domain's count cannot rise again after reaching zero: a task can only be created
-//! by a live task of the same domain, which is itself still counted while it creates it.
+//! Counting happens in LSM hooks, which the kernel never skips, and is taken back at the exit
+//! tracepoint, which it can skip: after 6.12 tracepoints became preemptible (7.x), and a
+//! tracepoint program preempted on a CPU makes the next task that exits on that CPU skip it (the
+//! program's recursion guard; the kernel counts these as `recursion_misses`). So every count
+//! has a second, LSM, place where it is taken back, `task_free`, which runs when the task's
+//! memory is released (for a process, once it has been reaped):
+//!
+//! - A task created in a domain is counted by `task_alloc` in COUNTED_TASKS, keyed by its
+//!   `task_struct` address, and uncounted by whichever of `sched_process_exit` and `task_free`
+//!   comes first. A fork that fails after `task_alloc` is freed through `task_free` too.
+//! - The process the agent seals is counted through its label (`LIFE_RUNNING`, written by the
+//!   agent with the domain's count of 1), and uncounted at `sched_process_exit` by swapping the
+//!   label to `LIFE_EXITED`, or, if that was skipped, at `task_free`, which finds the label
+//!   still `LIFE_RUNNING`.
+//!
+//! Every transition is an atomic swap on a map value or an insert that only one caller can win,
+//! so a task is counted and uncounted exactly once even while two program generations are
+//! attached during an upgrade. A domain's count cannot rise again after reaching zero: a task
+//! can only be created by a live task of the same domain, which is itself still counted while
+//! it creates it.
 
 use crate::DomainId;
 
@@ -25,20 +38,30 @@ pub const DOMAIN_EVENTS_MAP: &str = "DOMAIN_EVENTS";
 /// Size of that ring buffer in bytes (a power of two, a multiple of the page size).
 pub const DOMAIN_EVENTS_BYTES: u32 = 64 * 1024;
 
-/// Labelled at fork, not yet running: not counted.
+/// Labelled at fork: the label carries no count (the task's count, if any, is in
+/// COUNTED_TASKS).
 pub const LIFE_NEW: u64 = 0;
-/// Counted in DOMAIN_TASKS. The agent writes this state when it seals a process, together
-/// with the domain's count of 1.
+/// Counted in DOMAIN_TASKS through this label. The agent writes this state when it seals a
+/// process, together with the domain's count of 1.
 pub const LIFE_RUNNING: u64 = 1;
 /// Has exited and been uncounted; the label stays until the task is freed, so a zombie is
 /// still judged by its domain.
 pub const LIFE_EXITED: u64 = 2;
 
+/// Name of the hash map from a `task_struct` address to the domain that task is counted in,
+/// for the tasks created inside a domain; see the module docs.
+pub const COUNTED_TASKS_MAP: &str = "COUNTED_TASKS";
+/// Tasks created inside domains that can be running on the node at once (preallocated, 64
+/// bytes each). A fork inside a domain beyond it is refused with EAGAIN, like the kernel's own
+/// `threads-max`; bound each task's processes with the cgroup `pids` controller so one domain
+/// cannot spend it for the others.
+pub const COUNTED_TASKS_MAX: u32 = 131_072;
+/// The COUNTED_TASKS value meaning "counted nowhere": the count was taken back, or never
+/// given. Never a domain id (ids come from the wall clock).
+pub const NOT_COUNTED: u64 = u64::MAX;
+
 /// The BTF tracepoints that keep the count, as (program name in the object, tracepoint).
-pub const TRACE_PROGRAMS: &[(&str, &str)] = &[
-    ("count_started_task", "sched_wakeup_new"),
-    ("count_exited_task", "sched_process_exit"),
-];
+pub const TRACE_PROGRAMS: &[(&str, &str)] = &[("count_exited_task", "sched_process_exit")];
 
 /// Written when the last task of a domain has exited.
 #[repr(C)]

@@ -1,87 +1,160 @@
 //! Counting each domain's running tasks, and announcing the moment the last one has exited.
-//! The states and why the count cannot be fooled are described in bulkhead_common::lifecycle.
+//! Where each count is given and taken back, and why it happens exactly once, is described in
+//! bulkhead_common::lifecycle.
 //!
-//! These are BTF tracepoints, not LSM hooks: they observe and never decide. Whatever happens
-//! here, no access check changes.
+//! None of this decides an access: the only refusal here is of a fork whose count cannot be
+//! recorded (`count_new_task`), so that no task of a domain runs uncounted.
 
 use aya_ebpf::{
-    bindings::task_struct,
-    helpers::generated::{bpf_get_current_task_btf, bpf_ktime_get_boot_ns},
-    macros::{btf_tracepoint, map},
+    bindings::{BPF_NOEXIST, task_struct},
+    helpers::generated::bpf_ktime_get_boot_ns,
+    macros::{btf_tracepoint, lsm, map},
     maps::{HashMap, RingBuf},
-    programs::BtfTracePointContext,
+    programs::{BtfTracePointContext, LsmContext},
 };
-use bulkhead_common::lifecycle::{
-    DOMAIN_EVENTS_BYTES, DOMAIN_TASKS_MAX, DomainEnded, LIFE_EXITED, LIFE_NEW, LIFE_RUNNING,
+use bulkhead_common::{
+    DomainId,
+    lifecycle::{
+        COUNTED_TASKS_MAX, DOMAIN_EVENTS_BYTES, DOMAIN_TASKS_MAX, DomainEnded, LIFE_EXITED,
+        LIFE_RUNNING, NOT_COUNTED,
+    },
 };
 
-use crate::{atomic, hook_args::hook_arg, task_domain::label_of};
+use crate::{
+    E2BIG, EAGAIN, EEXIST, ENOMEM, atomic,
+    hook_args::hook_arg,
+    task_domain::{label_counted_at_free, label_of},
+};
 
 #[map(name = "DOMAIN_TASKS")]
 static DOMAIN_TASKS: HashMap<u64, u64> = HashMap::with_max_entries(DOMAIN_TASKS_MAX, 0);
 
+/// `task_struct` address -> the domain the task is counted in, or NOT_COUNTED. An entry whose
+/// task was freed may stay behind as NOT_COUNTED (see `count_freed_task`); the next task the
+/// kernel creates at that address replaces or clears it in `task_alloc`.
+#[map(name = "COUNTED_TASKS")]
+static COUNTED_TASKS: HashMap<u64, u64> = HashMap::with_max_entries(COUNTED_TASKS_MAX, 0);
+
 #[map(name = "DOMAIN_EVENTS")]
 static DOMAIN_EVENTS: RingBuf = RingBuf::with_byte_size(DOMAIN_EVENTS_BYTES, 0);
 
-/// A task was created successfully and is about to run for the first time (fork, vfork, clone,
-/// threads, io_uring workers: every creation path ends in wake_up_new_task). A fork that fails
-/// after task_alloc never gets here, so it is never counted.
-#[btf_tracepoint(function = "sched_wakeup_new")]
-pub fn count_started_task(ctx: BtfTracePointContext) -> i32 {
-    let task = hook_arg!(ctx, SchedWakeupNewTask) as *mut task_struct;
-    let label = label_of(task);
-    if label.is_null() {
-        return 0;
+/// Called by `task_alloc` for a task being created by a task of `domain`, after labelling it.
+/// Returns 0, or the verdict refusing the fork when the count cannot be recorded: EAGAIN when
+/// COUNTED_TASKS is full (as for the kernel's own task limits), ENOMEM otherwise.
+#[inline(always)]
+pub fn count_new_task(task: *mut task_struct, domain: DomainId) -> i32 {
+    let key = task as u64;
+    // NOEXIST: another program generation may have counted this task in this same call.
+    if let Err(err) = COUNTED_TASKS.insert(&key, &NOT_COUNTED, BPF_NOEXIST.into())
+        && err != -EEXIST
+    {
+        return if err == -E2BIG { -EAGAIN } else { -ENOMEM };
     }
-    // SAFETY: non-null pointer into the task's storage.
-    let domain = unsafe { (*label).domain };
+    let Some(counted) = COUNTED_TASKS.get_ptr_mut(&key) else {
+        return -ENOMEM;
+    };
     let Some(count) = DOMAIN_TASKS.get_ptr_mut(&domain) else {
         // The domain's entry exists while any of its tasks runs, and this task's creator is one
         // of them; a missing entry means the map was replaced under a live domain. Leave the
-        // task uncounted: its exit will not count either.
+        // task uncounted: nothing will uncount it either.
         return 0;
     };
-    // SAFETY: both pointers point into map values of the right type.
+    // SAFETY: both pointers point into map values of type u64.
     unsafe {
-        if atomic::swap(&raw mut (*label).life, LIFE_RUNNING) == LIFE_NEW {
+        if atomic::swap(counted, domain) == NOT_COUNTED {
             atomic::add(count, 1);
         }
     }
     0
 }
 
-/// A task of a domain is exiting (each thread exits separately). The one that takes the count
-/// to zero deletes the domain's entry and tells the agent.
+/// Called by `task_alloc` for a task created outside every domain: an entry left at this
+/// address by a freed task must not be mistaken for this one's (it may be sealed later).
+#[inline(always)]
+pub fn forget_task(task: *mut task_struct) {
+    let _ = COUNTED_TASKS.remove(&(task as u64));
+}
+
+/// A task is exiting (each thread exits separately): the prompt place to uncount it. The
+/// kernel may skip this program (see the module docs); `count_freed_task` then does it.
 #[btf_tracepoint(function = "sched_process_exit")]
-pub fn count_exited_task(_ctx: BtfTracePointContext) -> i32 {
-    // SAFETY: the helper takes no arguments and returns the exiting task.
-    let label = label_of(unsafe { bpf_get_current_task_btf() });
+pub fn count_exited_task(ctx: BtfTracePointContext) -> i32 {
+    let task = hook_arg!(ctx, SchedProcessExitTask) as *mut task_struct;
+    let label = label_of(task);
     if label.is_null() {
+        // Outside every domain, or (6.1) a lookup that failed: `count_freed_task` is not
+        // stopped by either.
         return 0;
     }
+    let key = task as u64;
+    if let Some(counted) = COUNTED_TASKS.get_ptr_mut(&key) {
+        // SAFETY: pointer into a map value of type u64.
+        let domain = unsafe { atomic::swap(counted, NOT_COUNTED) };
+        let _ = COUNTED_TASKS.remove(&key);
+        if domain != NOT_COUNTED {
+            uncount(domain);
+        }
+    }
     // SAFETY: non-null pointer into the task's storage.
-    let (domain, was_running) = unsafe {
+    let (domain, was_counted) = unsafe {
         (
             (*label).domain,
             atomic::swap(&raw mut (*label).life, LIFE_EXITED) == LIFE_RUNNING,
         )
     };
-    if !was_running {
+    if was_counted {
+        uncount(domain);
+    }
+    0
+}
+
+/// A task's memory is being released: after its exit, or after a fork that failed past
+/// `task_alloc`. LSM programs are never skipped, so whatever count the task still holds is
+/// taken back here.
+#[lsm(hook = "task_free")]
+pub fn count_freed_task(ctx: LsmContext) -> i32 {
+    let task = hook_arg!(ctx, TaskFreeTask) as *mut task_struct;
+    let key = task as u64;
+    if let Some(counted) = COUNTED_TASKS.get_ptr_mut(&key) {
+        // Left in place as NOT_COUNTED, so another program generation running after this one
+        // in the same call finds nothing to do.
+        // SAFETY: pointer into a map value of type u64.
+        let domain = unsafe { atomic::swap(counted, NOT_COUNTED) };
+        if domain != NOT_COUNTED {
+            uncount(domain);
+        }
         return 0;
     }
+    // A sealed process whose exit the tracepoint skipped. The label cannot be swapped here
+    // (see label_counted_at_free), so the entry this insert creates is what makes the uncount
+    // happen once: only one generation's insert succeeds.
+    if let Some(domain) = label_counted_at_free(task)
+        && COUNTED_TASKS
+            .insert(&key, &NOT_COUNTED, BPF_NOEXIST.into())
+            .is_ok()
+    {
+        uncount(domain);
+    }
+    0
+}
+
+/// Takes one task off `domain`'s count. The one that takes it to zero deletes the domain's
+/// entry and tells the agent.
+#[inline(always)]
+fn uncount(domain: DomainId) {
     let Some(count) = DOMAIN_TASKS.get_ptr_mut(&domain) else {
-        return 0;
+        return;
     };
     // SAFETY: pointer into a map value of type u64.
     unsafe { atomic::add(count, u64::MAX) };
     // Read back rather than fetched (see atomic.rs). Two tasks exiting at once may both read
     // zero; only the one whose delete succeeds announces the end. The last decrement is always
-    // seen by its own task, so the end is never missed. Nothing can add to a zero count again
+    // seen by its own caller, so the end is never missed. Nothing can add to a zero count again
     // (see the module docs), so the entry can go: its absence is the durable record that the
     // domain ended.
     // SAFETY: as above; the element stays allocated until deleted below.
     if unsafe { core::ptr::read_volatile(count) } != 0 || DOMAIN_TASKS.remove(&domain).is_err() {
-        return 0;
+        return;
     }
     let event = DomainEnded {
         domain,
@@ -90,5 +163,4 @@ pub fn count_exited_task(_ctx: BtfTracePointContext) -> i32 {
     };
     // A full ring loses only the prompt notice: the agent also finds the entry gone.
     let _ = DOMAIN_EVENTS.output::<DomainEnded>(&event, 0);
-    0
 }

@@ -28,8 +28,10 @@ mod tasks;
 use bulkhead_common::{DomainId, NO_DOMAIN, UNDECIDABLE};
 
 const EPERM: i32 = 1;
+const E2BIG: i32 = 7;
 const EAGAIN: i32 = 11;
 const ENOMEM: i32 = 12;
+const EEXIST: i32 = 17;
 
 /// May a task in domain `actor` reach a task in domain `target`?
 ///

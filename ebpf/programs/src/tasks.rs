@@ -13,6 +13,7 @@ use crate::{
     EAGAIN, ENOMEM,
     audit::refuse_task,
     hook_args::{hook_arg, verdict},
+    lifecycle::{count_new_task, forget_task},
     may_reach,
     task_domain::{current_domain, domain_of, label_new_task, restricted_actor},
 };
@@ -22,9 +23,13 @@ use crate::{
 /// created: an unlabelled child of a domain would have escaped it.
 #[lsm(hook = "task_alloc")]
 pub fn task_alloc(ctx: LsmContext) -> i32 {
+    let child = hook_arg!(ctx, TaskAllocTask) as *mut task_struct;
     let domain = match restricted_actor(verdict!(ctx, TaskAllocVerdict)) {
         Ok(domain) => domain,
-        Err(verdict) => return verdict,
+        Err(verdict) => {
+            forget_task(child);
+            return verdict;
+        }
     };
     if domain == UNDECIDABLE {
         // The creator's domain could not be read, so the child's cannot be set: no child.
@@ -34,9 +39,16 @@ pub fn task_alloc(ctx: LsmContext) -> i32 {
         );
         return -EAGAIN;
     }
-    let child = hook_arg!(ctx, TaskAllocTask) as *mut task_struct;
     if label_new_task(child, domain) {
-        0
+        let verdict = count_new_task(child, domain);
+        if verdict != 0 {
+            info!(
+                &ctx,
+                "bulkhead: fork denied, no room to count a new task of domain {} (COUNTED_TASKS full or out of memory)",
+                domain
+            );
+        }
+        verdict
     } else {
         info!(
             &ctx,

@@ -120,7 +120,7 @@ fn repeated_types_are_told_apart_by_name() {
 fn prototypes_that_match_nothing_are_all_reported() {
     let mut prototypes = prototypes_of("trixie");
     prototypes.remove("bpf");
-    prototypes.remove("sched_wakeup_new");
+    prototypes.remove("sched_process_exit");
     // Two `struct inode *` parameters neither of which is called `dir`.
     for param in &mut prototypes.get_mut("inode_init_security").unwrap().params {
         if param.name == "dir" {
@@ -140,7 +140,7 @@ fn prototypes_that_match_nothing_are_all_reported() {
     let text = err.to_string();
     for expected in [
         "LSM hook bpf: not in this kernel's BTF",
-        "BTF tracepoint sched_wakeup_new: not in this kernel's BTF",
+        "BTF tracepoint sched_process_exit: not in this kernel's BTF",
         "inode_init_security: found `inode_init_security(inode: struct inode *, parent: struct inode *",
         "none (or more than one) is named `dir`",
         "task_kill: found `task_kill(",
