@@ -60,9 +60,10 @@ pub trait Census: Send {
     fn discard(&mut self, domain: DomainId) -> io::Result<()>;
     /// The domain's running tasks (threads included); None once the last one has exited.
     fn running_tasks(&self, domain: DomainId) -> io::Result<Option<u64>>;
-    /// False once the domain's last task has exited.
+    /// False once the domain's last task has exited. A count of zero is ended too: the
+    /// program that took it there failed to delete the entry (nothing can raise it again).
     fn is_live(&self, domain: DomainId) -> io::Result<bool> {
-        Ok(self.running_tasks(domain)?.is_some())
+        Ok(self.running_tasks(domain)?.is_some_and(|tasks| tasks > 0))
     }
 }
 

@@ -208,12 +208,22 @@ fn every_domain_ends_after_exit_storms() -> Result<(), String> {
         })
         .collect::<Result<_, _>>()?;
     let mut domains = Vec::new();
+    let mut refused = Vec::new();
     for storm in storms {
         let output = storm.wait_with_output().map_err(|err| err.to_string())?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let mut lines = stdout.lines();
+        let (Some(domain), Some(count)) = (lines.next(), lines.next()) else {
+            return Err(format!(
+                "exit-storm printed {stdout:?} ({:?})",
+                output.status
+            ));
+        };
         if !output.status.success() {
             return Err(format!("exit-storm failed: {:?}", output.status));
         }
-        domains.push(String::from_utf8_lossy(&output.stdout).trim().to_owned());
+        domains.push(domain.trim().to_owned());
+        refused.push(count.trim().to_owned());
     }
     let mut unended = Vec::new();
     for domain in &domains {
@@ -222,7 +232,7 @@ fn every_domain_ends_after_exit_storms() -> Result<(), String> {
         }
     }
     println!(
-        "BULKHEAD-NOTE exit storms: tracepoint recursion misses so far: {}",
+        "BULKHEAD-NOTE exit storms: tracepoint recursion misses so far: {}; threads refused per domain: {refused:?}",
         tracepoint_misses()
     );
     if unended.is_empty() {

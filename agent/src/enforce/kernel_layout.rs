@@ -39,13 +39,12 @@ pub struct KernelLayout {
 
 /// In `struct bpf_local_storage`: the list of elements (`list`, an hlist by each element's
 /// `snode`), and in each element the map it belongs to (`sdata.smap`, whose `bpf_map` is its
-/// first member, so its address is the map's) and the value (`sdata.data`).
+/// first member, so its address is the map's).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StorageLayout {
     pub list: u64,
     pub snode: u64,
     pub smap: u64,
-    pub data: u64,
 }
 
 /// Where the audit records find a target task's pid, tgid and comm, and an inode's number and
@@ -163,11 +162,6 @@ fn storage_layout(btf: &Btf) -> anyhow::Result<StorageLayout> {
         "smap",
         FieldShape::PointerTo("bpf_local_storage_map"),
     )?;
-    // A flexible array of bytes holding the map's value; the label is read from it whole.
-    let data = field(btf, "bpf_local_storage_data", "data", FieldShape::Any)?;
-    if !data.is_multiple_of(8) {
-        bail!("bpf_local_storage_data.data is not 8-byte aligned in this kernel (offset {data})");
-    }
     for (structure, member, shape) in [
         ("hlist_head", "first", FieldShape::PointerTo("hlist_node")),
         ("hlist_node", "next", FieldShape::PointerTo("hlist_node")),
@@ -186,7 +180,6 @@ fn storage_layout(btf: &Btf) -> anyhow::Result<StorageLayout> {
         list: list.into(),
         snode: snode.into(),
         smap: u64::from(sdata) + u64::from(smap),
-        data: u64::from(sdata) + u64::from(data),
     })
 }
 

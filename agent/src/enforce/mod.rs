@@ -25,7 +25,7 @@ use bulkhead_common::audit::{
 };
 use bulkhead_common::{
     FOWN_FILE_MODE_GLOBAL, FOWN_FILE_OFFSET_GLOBAL, LOOKUP_MAY_FAIL_GLOBAL, LSM_PROGRAMS,
-    PROTECTED_INODE_MAP, SELEM_DATA_OFFSET_GLOBAL, SELEM_SMAP_OFFSET_GLOBAL,
+    PROTECTED_INODE_MAP, SELEM_SMAP_OFFSET_GLOBAL,
     SELEM_SNODE_OFFSET_GLOBAL, STORAGE_LIST_OFFSET_GLOBAL, TASK_DOMAIN_MAP,
     USER_NS_LEVEL_OFFSET_GLOBAL,
     lifecycle::{DOMAIN_EVENTS_MAP, DOMAIN_TASKS_MAP, TRACE_PROGRAMS},
@@ -137,7 +137,6 @@ impl Enforcement {
             .override_global(STORAGE_LIST_OFFSET_GLOBAL, &layout.storage.list, true)
             .override_global(SELEM_SNODE_OFFSET_GLOBAL, &layout.storage.snode, true)
             .override_global(SELEM_SMAP_OFFSET_GLOBAL, &layout.storage.smap, true)
-            .override_global(SELEM_DATA_OFFSET_GLOBAL, &layout.storage.data, true)
             .override_global(
                 LOOKUP_MAY_FAIL_GLOBAL,
                 &u64::from(layout.lookup_may_fail),

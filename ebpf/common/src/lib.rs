@@ -71,7 +71,6 @@ pub const TASK_BPF_STORAGE_PLACEHOLDER: i16 = 0x7eb5;
 pub const STORAGE_LIST_OFFSET_GLOBAL: &str = "STORAGE_LIST_OFFSET";
 pub const SELEM_SNODE_OFFSET_GLOBAL: &str = "SELEM_SNODE_OFFSET";
 pub const SELEM_SMAP_OFFSET_GLOBAL: &str = "SELEM_SMAP_OFFSET";
-pub const SELEM_DATA_OFFSET_GLOBAL: &str = "SELEM_DATA_OFFSET";
 /// Name of the global saying whether this kernel's task-storage lookup in LSM programs can
 /// fail while the element exists (1: Linux 6.1's trylock; 0: 6.2+). Set by the agent from BTF;
 /// 1 until set, so an unset object searches rather than trusting a failed lookup.

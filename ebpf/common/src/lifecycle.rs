@@ -12,13 +12,14 @@
 //!   `task_struct` address, and uncounted by whichever of `sched_process_exit` and `task_free`
 //!   comes first. A fork that fails after `task_alloc` is freed through `task_free` too.
 //! - The process the agent seals is counted through its label (`LIFE_RUNNING`, written by the
-//!   agent with the domain's count of 1), and uncounted at `sched_process_exit` by swapping the
-//!   label to `LIFE_EXITED`, or, if that was skipped, at `task_free`, which finds the label
-//!   still `LIFE_RUNNING`.
+//!   agent with the domain's count of 1), and uncounted by whichever of the same two swaps the
+//!   label to `LIFE_EXITED` first.
 //!
-//! Every transition is an atomic swap on a map value or an insert that only one caller can win,
-//! so a task is counted and uncounted exactly once even while two program generations are
-//! attached during an upgrade. A domain's count cannot rise again after reaching zero: a task
+//! Every transition is an atomic swap on a map value, so a task is counted and uncounted
+//! exactly once even while two program generations are attached during an upgrade. The
+//! remaining gap is 6.1's task-storage lookup, which can fail while the CPU's busy counter is
+//! held: a sealed process whose label cannot be read at both exit and free keeps its domain
+//! live (its tasks created inside the domain do not: their entries are keyed by address). A domain's count cannot rise again after reaching zero: a task
 //! can only be created by a live task of the same domain, which is itself still counted while
 //! it creates it.
 
@@ -56,8 +57,9 @@ pub const COUNTED_TASKS_MAP: &str = "COUNTED_TASKS";
 /// `threads-max`; bound each task's processes with the cgroup `pids` controller so one domain
 /// cannot spend it for the others.
 pub const COUNTED_TASKS_MAX: u32 = 131_072;
-/// The COUNTED_TASKS value meaning "counted nowhere": the count was taken back, or never
-/// given. Never a domain id (ids come from the wall clock).
+/// The COUNTED_TASKS value meaning "counted nowhere": the entry was just inserted and the
+/// count is not given yet, or it was just taken back. Never a domain id (ids come from the
+/// wall clock).
 pub const NOT_COUNTED: u64 = u64::MAX;
 
 /// The BTF tracepoints that keep the count, as (program name in the object, tracepoint).

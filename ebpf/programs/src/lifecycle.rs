@@ -13,25 +13,21 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, LsmContext},
 };
 use bulkhead_common::{
-    DomainId,
+    DomainId, TaskLabel,
     lifecycle::{
         COUNTED_TASKS_MAX, DOMAIN_EVENTS_BYTES, DOMAIN_TASKS_MAX, DomainEnded, LIFE_EXITED,
         LIFE_RUNNING, NOT_COUNTED,
     },
 };
 
-use crate::{
-    E2BIG, EAGAIN, EEXIST, ENOMEM, atomic,
-    hook_args::hook_arg,
-    task_domain::{label_counted_at_free, label_of},
-};
+use crate::{E2BIG, EAGAIN, EEXIST, ENOMEM, atomic, hook_args::hook_arg, task_domain::label_of};
 
 #[map(name = "DOMAIN_TASKS")]
 static DOMAIN_TASKS: HashMap<u64, u64> = HashMap::with_max_entries(DOMAIN_TASKS_MAX, 0);
 
-/// `task_struct` address -> the domain the task is counted in, or NOT_COUNTED. An entry whose
-/// task was freed may stay behind as NOT_COUNTED (see `count_freed_task`); the next task the
-/// kernel creates at that address replaces or clears it in `task_alloc`.
+/// `task_struct` address -> the domain the task is counted in (NOT_COUNTED for the moment
+/// between the insert and the swap in `count_new_task`). Removed when the count is given back,
+/// at the latest in `task_free`, before the kernel can reuse the address.
 #[map(name = "COUNTED_TASKS")]
 static COUNTED_TASKS: HashMap<u64, u64> = HashMap::with_max_entries(COUNTED_TASKS_MAX, 0);
 
@@ -54,10 +50,12 @@ pub fn count_new_task(task: *mut task_struct, domain: DomainId) -> i32 {
         return -ENOMEM;
     };
     let Some(count) = DOMAIN_TASKS.get_ptr_mut(&domain) else {
-        // The domain's entry exists while any of its tasks runs, and this task's creator is one
-        // of them; a missing entry means the map was replaced under a live domain. Leave the
-        // task uncounted: nothing will uncount it either.
-        return 0;
+        // The domain's entry exists while any of its counted tasks runs, and this task's
+        // creator should be one of them. A labelled task of a domain that has ended (a thread
+        // left over from a refused seal, or a map replaced under a live domain) may not add
+        // uncounted tasks: refuse.
+        let _ = COUNTED_TASKS.remove(&key);
+        return -EAGAIN;
     };
     // SAFETY: both pointers point into map values of type u64.
     unsafe {
@@ -68,13 +66,6 @@ pub fn count_new_task(task: *mut task_struct, domain: DomainId) -> i32 {
     0
 }
 
-/// Called by `task_alloc` for a task created outside every domain: an entry left at this
-/// address by a freed task must not be mistaken for this one's (it may be sealed later).
-#[inline(always)]
-pub fn forget_task(task: *mut task_struct) {
-    let _ = COUNTED_TASKS.remove(&(task as u64));
-}
-
 /// A task is exiting (each thread exits separately): the prompt place to uncount it. The
 /// kernel may skip this program (see the module docs); `count_freed_task` then does it.
 #[btf_tracepoint(function = "sched_process_exit")]
@@ -82,18 +73,36 @@ pub fn count_exited_task(ctx: BtfTracePointContext) -> i32 {
     let task = hook_arg!(ctx, SchedProcessExitTask) as *mut task_struct;
     let label = label_of(task);
     if label.is_null() {
-        // Outside every domain, or (6.1) a lookup that failed: `count_freed_task` is not
-        // stopped by either.
+        // Outside every domain (one lookup, as on every hook), or a lookup that failed:
+        // `count_freed_task` gives the count back then.
         return 0;
     }
-    let key = task as u64;
-    if let Some(counted) = COUNTED_TASKS.get_ptr_mut(&key) {
-        // SAFETY: pointer into a map value of type u64.
-        let domain = unsafe { atomic::swap(counted, NOT_COUNTED) };
-        let _ = COUNTED_TASKS.remove(&key);
-        if domain != NOT_COUNTED {
-            uncount(domain);
-        }
+    uncount_task(task, label);
+    0
+}
+
+/// A task's memory is being released: after its exit, or after a fork that failed past
+/// `task_alloc`. LSM programs are never skipped, so whatever count the task still holds is
+/// taken back here, by the same swaps as at exit.
+#[lsm(hook = "task_free")]
+pub fn count_freed_task(ctx: LsmContext) -> i32 {
+    let task = hook_arg!(ctx, TaskFreeTask) as *mut task_struct;
+    // A null label is a task outside every domain, or (6.1) a lookup that failed while the
+    // CPU's task-storage busy counter was held: a count in COUNTED_TASKS is still given back.
+    uncount_task(task, label_of(task));
+    0
+}
+
+/// Gives back whatever count `task` holds: its COUNTED_TASKS entry (a task created in a
+/// domain) and its label's (the sealed process; `label` may be null). Each is taken with an
+/// atomic swap, so whichever caller (exit or free, this generation or another) comes first
+/// gives it back and the others find nothing. The entry is removed once taken: the task never
+/// gets a count again.
+#[inline(always)]
+fn uncount_task(task: *mut task_struct, label: *mut TaskLabel) {
+    uncount_entry(task as u64);
+    if label.is_null() {
+        return;
     }
     // SAFETY: non-null pointer into the task's storage.
     let (domain, was_counted) = unsafe {
@@ -105,37 +114,19 @@ pub fn count_exited_task(ctx: BtfTracePointContext) -> i32 {
     if was_counted {
         uncount(domain);
     }
-    0
 }
 
-/// A task's memory is being released: after its exit, or after a fork that failed past
-/// `task_alloc`. LSM programs are never skipped, so whatever count the task still holds is
-/// taken back here.
-#[lsm(hook = "task_free")]
-pub fn count_freed_task(ctx: LsmContext) -> i32 {
-    let task = hook_arg!(ctx, TaskFreeTask) as *mut task_struct;
-    let key = task as u64;
-    if let Some(counted) = COUNTED_TASKS.get_ptr_mut(&key) {
-        // Left in place as NOT_COUNTED, so another program generation running after this one
-        // in the same call finds nothing to do.
-        // SAFETY: pointer into a map value of type u64.
-        let domain = unsafe { atomic::swap(counted, NOT_COUNTED) };
-        if domain != NOT_COUNTED {
-            uncount(domain);
-        }
-        return 0;
-    }
-    // A sealed process whose exit the tracepoint skipped. The label cannot be swapped here
-    // (see label_counted_at_free), so the entry this insert creates is what makes the uncount
-    // happen once: only one generation's insert succeeds.
-    if let Some(domain) = label_counted_at_free(task)
-        && COUNTED_TASKS
-            .insert(&key, &NOT_COUNTED, BPF_NOEXIST.into())
-            .is_ok()
-    {
+#[inline(always)]
+fn uncount_entry(key: u64) {
+    let Some(counted) = COUNTED_TASKS.get_ptr_mut(&key) else {
+        return;
+    };
+    // SAFETY: pointer into a map value of type u64.
+    let domain = unsafe { atomic::swap(counted, NOT_COUNTED) };
+    let _ = COUNTED_TASKS.remove(&key);
+    if domain != NOT_COUNTED {
         uncount(domain);
     }
-    0
 }
 
 /// Takes one task off `domain`'s count. The one that takes it to zero deletes the domain's

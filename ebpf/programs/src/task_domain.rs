@@ -14,8 +14,7 @@ use aya_ebpf::{
     },
 };
 use bulkhead_common::{
-    DomainId, NO_DOMAIN, TASK_BPF_STORAGE_PLACEHOLDER, TaskLabel, UNDECIDABLE,
-    lifecycle::{LIFE_NEW, LIFE_RUNNING},
+    DomainId, NO_DOMAIN, TASK_BPF_STORAGE_PLACEHOLDER, TaskLabel, UNDECIDABLE, lifecycle::LIFE_NEW,
 };
 
 use crate::local_storage::{LocalStorage, TASK_STORAGE};
@@ -64,35 +63,11 @@ pub fn domain_of(task: *mut task_struct) -> DomainId {
         // 6.2+: the lookup LSM programs get cannot fail, so nothing found means no label.
         return NO_DOMAIN;
     }
-    match label_element(storage) {
-        Search::Absent => NO_DOMAIN,
-        Search::Found(_) | Search::Unknown => UNDECIDABLE,
+    if holds_label_element(storage) {
+        UNDECIDABLE
+    } else {
+        NO_DOMAIN
     }
-}
-
-/// The domain of a task being freed whose label still says it is counted through the label
-/// (`LIFE_RUNNING`: a sealed process whose exit the tracepoint skipped). `task_free` hands its
-/// programs a pointer the storage helpers refuse (the task's references are gone), so the label
-/// is read here with probe reads, which only read: the caller must make the uncount happen
-/// once by other means.
-#[inline(always)]
-pub fn label_counted_at_free(task: *mut task_struct) -> Option<DomainId> {
-    let storage = storage_of(task);
-    if storage == 0 {
-        return None;
-    }
-    let Search::Found(element) = label_element(storage) else {
-        return None;
-    };
-    // SAFETY: reading a global of this object; volatile so the build-time value stays.
-    let data = unsafe { core::ptr::read_volatile(&SELEM_DATA_OFFSET) };
-    if data == 0 {
-        return None;
-    }
-    // SAFETY (both reads): the helper checks the address; a failed read means no answer.
-    let label: TaskLabel =
-        unsafe { bpf_probe_read_kernel((element + data) as *const TaskLabel) }.ok()?;
-    (label.life == LIFE_RUNNING).then_some(label.domain)
 }
 
 /// Set by the agent from BTF: 1 where the lookup can fail while the label exists (6.1).
@@ -119,26 +94,16 @@ static STORAGE_LIST_OFFSET: u64 = 0;
 static SELEM_SNODE_OFFSET: u64 = 0;
 #[unsafe(no_mangle)]
 static SELEM_SMAP_OFFSET: u64 = 0;
-#[unsafe(no_mangle)]
-static SELEM_DATA_OFFSET: u64 = 0;
-
-/// What a search of a task's storage elements for TASK_DOMAIN's found.
-enum Search {
-    /// The address of TASK_DOMAIN's element.
-    Found(u64),
-    Absent,
-    /// A read failed, the layout is unknown, or there were too many elements.
-    Unknown,
-}
 
 /// More elements than this on one task and the search gives up (undecidable).
 const MAX_STORAGE_ELEMENTS: u32 = 16;
 
-/// Finds TASK_DOMAIN's element in the local storage at `storage`. Walks `storage->list` (an RCU
-/// hlist of `bpf_local_storage_elem` by `snode`; LSM programs run under RCU) comparing each
-/// element's map with ours.
+/// Does the local storage at `storage` hold an element of TASK_DOMAIN? True also when that
+/// cannot be told (a read fails, the layout is unknown, too many elements): the caller then
+/// refuses. Walks `storage->list` (an RCU hlist of `bpf_local_storage_elem` by `snode`; LSM
+/// programs run under RCU) comparing each element's map with ours.
 #[inline(always)]
-fn label_element(storage: u64) -> Search {
+fn holds_label_element(storage: u64) -> bool {
     // SAFETY: reading globals of this object; volatile so the build-time zeros stay.
     let (list, snode, smap) = unsafe {
         (
@@ -148,30 +113,30 @@ fn label_element(storage: u64) -> Search {
         )
     };
     if smap == 0 {
-        return Search::Unknown;
+        return true;
     }
     let ours = TASK_DOMAIN.as_map_ptr() as u64;
     // SAFETY (all reads): the helper checks each address; a failed read is an error.
     let Ok(mut node) = (unsafe { bpf_probe_read_kernel((storage + list) as *const u64) }) else {
-        return Search::Unknown;
+        return true;
     };
     for _ in 0..MAX_STORAGE_ELEMENTS {
         if node == 0 {
-            return Search::Absent;
+            return false;
         }
         let element = node - snode;
         match unsafe { bpf_probe_read_kernel((element + smap) as *const u64) } {
-            Ok(map) if map == ours => return Search::Found(element),
+            Ok(map) if map == ours => return true,
             Ok(_) => {}
-            Err(_) => return Search::Unknown,
+            Err(_) => return true,
         }
         // hlist_node.next is the node's first field (checked by the agent).
         match unsafe { bpf_probe_read_kernel(node as *const u64) } {
             Ok(next) => node = next,
-            Err(_) => return Search::Unknown,
+            Err(_) => return true,
         }
     }
-    Search::Unknown
+    true
 }
 
 /// The gate every restricting hook opens with. `Err(verdict)` when bulkhead has nothing to
