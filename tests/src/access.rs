@@ -26,12 +26,23 @@ pub enum Access {
     ProcRootTraverse,
     ProcessVmReadv,
     PidfdGetfd,
+    SetNice,
+    SetScheduler,
+    SetAffinity,
+    GetScheduler,
+    GetAffinity,
+    SetIoprio,
+    GetIoprio,
+    SetRlimit,
+    MovePages,
+    GetPgid,
+    GetSid,
 }
 
 impl Access {
     /// Every access that targets another process by pid (PTRACE_TRACEME is tested separately:
     /// its target is always the parent).
-    pub const ALL: [Access; 12] = [
+    pub const ALL: [Access; 23] = [
         Access::PtraceAttach,
         Access::PtraceSeize,
         Access::ProcMem,
@@ -44,6 +55,17 @@ impl Access {
         Access::ProcRootTraverse,
         Access::ProcessVmReadv,
         Access::PidfdGetfd,
+        Access::SetNice,
+        Access::SetScheduler,
+        Access::SetAffinity,
+        Access::GetScheduler,
+        Access::GetAffinity,
+        Access::SetIoprio,
+        Access::GetIoprio,
+        Access::SetRlimit,
+        Access::MovePages,
+        Access::GetPgid,
+        Access::GetSid,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,6 +82,17 @@ impl Access {
             Access::ProcRootTraverse => "proc-root-traverse",
             Access::ProcessVmReadv => "process-vm-readv",
             Access::PidfdGetfd => "pidfd-getfd",
+            Access::SetNice => "set-nice",
+            Access::SetScheduler => "set-scheduler",
+            Access::SetAffinity => "set-affinity",
+            Access::GetScheduler => "get-scheduler",
+            Access::GetAffinity => "get-affinity",
+            Access::SetIoprio => "set-ioprio",
+            Access::GetIoprio => "get-ioprio",
+            Access::SetRlimit => "set-rlimit",
+            Access::MovePages => "move-pages",
+            Access::GetPgid => "getpgid",
+            Access::GetSid => "getsid",
         }
     }
 
@@ -68,14 +101,18 @@ impl Access {
     }
 
     /// The errno an LSM refusal produces on this path (mm_access() turns a refusal into
-    /// EACCES for /proc files; ptrace, process_vm_readv and pidfd_getfd report EPERM).
+    /// EACCES for /proc files; the system calls report the hook's EPERM).
     pub fn denial_errno(self) -> i32 {
         match self {
-            Access::PtraceAttach
-            | Access::PtraceSeize
-            | Access::ProcessVmReadv
-            | Access::PidfdGetfd => libc::EPERM,
-            _ => libc::EACCES,
+            Access::ProcMem
+            | Access::ProcEnviron
+            | Access::ProcAuxv
+            | Access::ProcFdOpen
+            | Access::ProcCwdReadlink
+            | Access::ProcCwdTraverse
+            | Access::ProcRootReadlink
+            | Access::ProcRootTraverse => libc::EACCES,
+            _ => libc::EPERM,
         }
     }
 }
@@ -110,7 +147,7 @@ impl Outcome {
 }
 
 /// Classifies a failed system call: the expected errno is a denial, anything else an error.
-fn failed(access: Access, what: &str, err: io::Error) -> Outcome {
+pub(crate) fn failed(access: Access, what: &str, err: io::Error) -> Outcome {
     if err.raw_os_error() == Some(access.denial_errno()) {
         Outcome::Denied
     } else {
@@ -118,7 +155,7 @@ fn failed(access: Access, what: &str, err: io::Error) -> Outcome {
     }
 }
 
-fn last_error() -> io::Error {
+pub(crate) fn last_error() -> io::Error {
     io::Error::last_os_error()
 }
 
@@ -144,6 +181,7 @@ pub fn attempt(access: Access, target: &Target) -> Outcome {
         Access::ProcRootTraverse => traverse(access, &format!("/proc/{pid}/root/")),
         Access::ProcessVmReadv => process_vm_readv(target),
         Access::PidfdGetfd => pidfd_getfd(pid),
+        _ => crate::task_control::attempt(access, pid),
     }
 }
 

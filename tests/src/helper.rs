@@ -13,7 +13,8 @@ use bulkhead::api::{
 
 use crate::{
     access::{self, Access, Outcome, Target, cstring},
-    broker_exec_helpers, broker_helpers, domain_helpers, file_access, kernel_access, signal_access,
+    broker_exec_helpers, broker_helpers, domain_helpers, file_access, ipc_access, kernel_access,
+    signal_access,
 };
 
 /// Bytes every process of this binary holds at a known address, for memory-read checks.
@@ -56,6 +57,23 @@ pub fn main(args: &[String]) -> i32 {
         ["fork-fail", cgroup] => domain_helpers::fork_fail(cgroup),
         ["fork-churn", stop_file] => domain_helpers::fork_churn(stop_file),
         ["exit-storm", threads] => domain_helpers::exit_storm(threads),
+        ["ipc-create", kind, key] => match ipc_access::create(kind, parse_key(key)) {
+            Ok(id) => {
+                println!("{id}");
+                0
+            }
+            Err(err) => {
+                eprintln!("{err}");
+                20
+            }
+        },
+        ["ipc-op", kind, key, id, op] => report(ipc_access::attempt(
+            kind,
+            parse_key(key),
+            id.parse().expect("IPC id"),
+            op,
+        )),
+        ["ipc-same-domain", kind, key] => report(ipc_access::same_domain(kind, parse_key(key))),
         ["list-domains"] => list_domains(),
         ["supervise", token_file] => broker_helpers::supervise(token_file),
         ["task-checks", sup, domain, addr, tail] => {
@@ -81,6 +99,10 @@ pub fn main(args: &[String]) -> i32 {
             2
         }
     }
+}
+
+fn parse_key(key: &str) -> i32 {
+    key.parse().expect("IPC key")
 }
 
 fn report(outcome: Outcome) -> i32 {

@@ -13,6 +13,7 @@ mod file_access;
 mod fixtures;
 mod harness;
 mod helper;
+mod ipc_access;
 mod kernel_access;
 mod scenarios;
 mod scenarios_agent_files;
@@ -20,11 +21,13 @@ mod scenarios_audit;
 mod scenarios_broker;
 mod scenarios_domains;
 mod scenarios_files;
+mod scenarios_ipc;
 mod scenarios_kernel;
 mod scenarios_lifecycle;
 mod scenarios_lookup;
 mod scenarios_signals;
 mod signal_access;
+mod task_control;
 
 /// In the suite's initial environment (set by the VM's /init) so reading its environ can be
 /// checked for content, not just success.

@@ -300,6 +300,7 @@ pub fn run(filter: Option<&str>) -> usize {
     });
 
     crate::scenarios_signals::add(&mut suite, &targets_for_signals(&targets));
+    crate::scenarios_ipc::add(&mut suite);
     crate::scenarios_files::add(&mut suite);
     crate::scenarios_kernel::add(&mut suite);
     crate::scenarios_agent_files::add(&mut suite);

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use bulkhead_common::audit::{
-    AuditEvent, DECISION_AUDITED, DECISION_DENIED, TARGET_INODE, TARGET_TASK, hook_name,
+    AuditEvent, DECISION_AUDITED, DECISION_DENIED, TARGET_INODE, TARGET_IPC, TARGET_TASK, hook_name,
 };
 use serde_json::{Value, json};
 
@@ -75,6 +75,14 @@ pub fn to_json(event: &AuditEvent, context: &Context<'_>) -> Value {
                 "device": device(event.dev),
                 "inode": event.inode,
                 "path": context.path.as_ref().map(|p| p.display().to_string()),
+            });
+        }
+        TARGET_IPC => {
+            record["ipc"] = json!({
+                "id": event.ipc_id,
+                "key": event.inode as u32 as i32,
+                "domain": domain(event.target_domain),
+                "label": context.target_label,
             });
         }
         _ => {}
@@ -170,6 +178,38 @@ mod tests {
         assert_eq!(value["file"]["device"], "8:1");
         assert_eq!(value["file"]["inode"], 1234);
         assert_eq!(value["file"]["path"], "/etc/airflow/airflow.cfg");
+    }
+
+    #[test]
+    fn an_ipc_denial_names_the_object_and_its_owner() {
+        let mut event = AuditEvent::zeroed();
+        event.hook = hook::IPC_PERMISSION;
+        event.decision = DECISION_DENIED;
+        event.target_kind = TARGET_IPC;
+        event.target_domain = 0;
+        event.ipc_id = 32769;
+        event.inode = u64::from(0xdead_beef_u32);
+        let value = to_json(
+            &event,
+            &Context {
+                time: "t".into(),
+                actor_label: Some("dag.task"),
+                target_label: None,
+                path: None,
+            },
+        );
+        assert_eq!(value["hook"], "ipc_permission");
+        assert_eq!(value["ipc"]["id"], 32769);
+        assert_eq!(
+            value["ipc"]["key"], 0xdead_beef_u32 as i32,
+            "keys are signed, as ipcs shows"
+        );
+        assert_eq!(
+            value["ipc"]["domain"],
+            Value::Null,
+            "made outside any domain"
+        );
+        assert!(value.get("target").is_none() && value.get("file").is_none());
     }
 
     #[test]

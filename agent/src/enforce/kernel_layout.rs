@@ -57,6 +57,8 @@ pub struct DescribeOffsets {
     pub inode_ino: u64,
     pub inode_sb: u64,
     pub sb_dev: u64,
+    pub ipc_id: u64,
+    pub ipc_key: u64,
 }
 
 /// `struct file`'s `f_owner`: embedded up to Linux 6.11 (the file is at `fown - offset`), a
@@ -122,6 +124,8 @@ impl KernelLayout {
             inode_ino: any("inode", "i_ino"),
             inode_sb: any("inode", "i_sb"),
             sb_dev: any("super_block", "s_dev"),
+            ipc_id: any("kern_ipc_perm", "id"),
+            ipc_key: any("kern_ipc_perm", "key"),
         };
         Ok(Self {
             describe,
@@ -289,6 +293,8 @@ mod tests {
             d.inode_ino,
             d.inode_sb,
             d.sb_dev,
+            d.ipc_id,
+            d.ipc_key,
         ] {
             assert!(offset > 0 && offset < 8192, "{d:?}");
         }

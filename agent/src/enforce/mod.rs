@@ -25,9 +25,8 @@ use bulkhead_common::audit::{
 };
 use bulkhead_common::{
     FOWN_FILE_MODE_GLOBAL, FOWN_FILE_OFFSET_GLOBAL, LOOKUP_MAY_FAIL_GLOBAL, LSM_PROGRAMS,
-    PROTECTED_INODE_MAP, SELEM_SMAP_OFFSET_GLOBAL,
-    SELEM_SNODE_OFFSET_GLOBAL, STORAGE_LIST_OFFSET_GLOBAL, TASK_DOMAIN_MAP,
-    USER_NS_LEVEL_OFFSET_GLOBAL,
+    PROTECTED_INODE_MAP, SELEM_SMAP_OFFSET_GLOBAL, SELEM_SNODE_OFFSET_GLOBAL,
+    STORAGE_LIST_OFFSET_GLOBAL, TASK_DOMAIN_MAP, USER_NS_LEVEL_OFFSET_GLOBAL,
     lifecycle::{DOMAIN_EVENTS_MAP, DOMAIN_TASKS_MAP, TRACE_PROGRAMS},
 };
 
@@ -148,6 +147,8 @@ impl Enforcement {
             .override_global("INODE_INO_OFFSET", &layout.describe.inode_ino, true)
             .override_global("INODE_SB_OFFSET", &layout.describe.inode_sb, true)
             .override_global("SB_DEV_OFFSET", &layout.describe.sb_dev, true)
+            .override_global("IPC_ID_OFFSET", &layout.describe.ipc_id, true)
+            .override_global("IPC_KEY_OFFSET", &layout.describe.ipc_key, true)
             .load(object.bytes())
             .context("loading the eBPF object into the kernel")?;
 

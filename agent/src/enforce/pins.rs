@@ -4,6 +4,7 @@
 //! <pin_dir>/maps/TASK_DOMAIN       domains of live tasks (adopted by the next agent)
 //! <pin_dir>/maps/PROTECTED_INODE   protected-inode marks
 //! <pin_dir>/maps/FILE_OWNER        which domain set each file owner
+//! <pin_dir>/maps/IPC_OWNER         which domain created each System V IPC object
 //! <pin_dir>/maps/AUDIT_EVENTS      audit ring buffer; AUDIT_LOST its overflow count
 //! <pin_dir>/maps/SETTINGS          enforce or audit mode
 //! <pin_dir>/maps/DOMAIN_TASKS      running tasks per live domain
@@ -31,10 +32,11 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// The maps shared between agent generations (aya-log's ring is per agent and is not pinned).
 /// The audit ring is: events written while no agent runs wait for the next one.
-pub const PINNED_MAPS: [&str; 9] = [
+pub const PINNED_MAPS: [&str; 10] = [
     bulkhead_common::TASK_DOMAIN_MAP,
     bulkhead_common::PROTECTED_INODE_MAP,
     bulkhead_common::FILE_OWNER_MAP,
+    bulkhead_common::IPC_OWNER_MAP,
     bulkhead_common::audit::AUDIT_EVENTS_MAP,
     bulkhead_common::audit::AUDIT_LOST_MAP,
     bulkhead_common::audit::SETTINGS_MAP,

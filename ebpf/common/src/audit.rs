@@ -44,6 +44,19 @@ pub mod hook {
     pub const MOVE_MOUNT: u32 = 19;
     pub const SB_PIVOTROOT: u32 = 20;
     pub const CAPABLE: u32 = 21;
+    pub const TASK_SETNICE: u32 = 22;
+    pub const TASK_SETIOPRIO: u32 = 23;
+    pub const TASK_GETIOPRIO: u32 = 24;
+    pub const TASK_SETRLIMIT: u32 = 25;
+    pub const TASK_SETSCHEDULER: u32 = 26;
+    pub const TASK_GETSCHEDULER: u32 = 27;
+    pub const TASK_MOVEMEMORY: u32 = 28;
+    pub const TASK_GETPGID: u32 = 29;
+    pub const TASK_GETSID: u32 = 30;
+    pub const IPC_PERMISSION: u32 = 31;
+    pub const SHM_SHMCTL: u32 = 32;
+    pub const MSG_QUEUE_MSGCTL: u32 = 33;
+    pub const SEM_SEMCTL: u32 = 34;
 }
 
 /// The LSM hook name for a [`hook`] id.
@@ -70,6 +83,19 @@ pub fn hook_name(id: u32) -> &'static str {
         hook::MOVE_MOUNT => "move_mount",
         hook::SB_PIVOTROOT => "sb_pivotroot",
         hook::CAPABLE => "capable",
+        hook::TASK_SETNICE => "task_setnice",
+        hook::TASK_SETIOPRIO => "task_setioprio",
+        hook::TASK_GETIOPRIO => "task_getioprio",
+        hook::TASK_SETRLIMIT => "task_setrlimit",
+        hook::TASK_SETSCHEDULER => "task_setscheduler",
+        hook::TASK_GETSCHEDULER => "task_getscheduler",
+        hook::TASK_MOVEMEMORY => "task_movememory",
+        hook::TASK_GETPGID => "task_getpgid",
+        hook::TASK_GETSID => "task_getsid",
+        hook::IPC_PERMISSION => "ipc_permission",
+        hook::SHM_SHMCTL => "shm_shmctl",
+        hook::MSG_QUEUE_MSGCTL => "msg_queue_msgctl",
+        hook::SEM_SEMCTL => "sem_semctl",
         _ => "unknown",
     }
 }
@@ -78,6 +104,8 @@ pub fn hook_name(id: u32) -> &'static str {
 pub const TARGET_NONE: u32 = 0;
 pub const TARGET_TASK: u32 = 1;
 pub const TARGET_INODE: u32 = 2;
+/// A System V IPC object: `target_domain` is its creator's, `ipc_id` its id and `inode` its key.
+pub const TARGET_IPC: u32 = 3;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,7 +115,8 @@ pub struct AuditEvent {
     pub actor_domain: u64,
     /// TARGET_TASK: the target's domain (0 = none).
     pub target_domain: u64,
-    /// TARGET_INODE: inode number and the kernel's `dev_t` of its filesystem.
+    /// TARGET_INODE: inode number and the kernel's `dev_t` of its filesystem. TARGET_IPC: the
+    /// object's key in `inode` (as a u32).
     pub inode: u64,
     pub dev: u64,
     pub hook: u32,
@@ -100,7 +129,8 @@ pub struct AuditEvent {
     pub actor_uid: u32,
     pub target_pid: u32,
     pub target_tgid: u32,
-    pub _pad: u32,
+    /// TARGET_IPC: the object's id (as `ipcs` shows it).
+    pub ipc_id: u32,
     pub actor_comm: [u8; 16],
     pub target_comm: [u8; 16],
 }
@@ -122,7 +152,7 @@ impl AuditEvent {
             actor_uid: 0,
             target_pid: 0,
             target_tgid: 0,
-            _pad: 0,
+            ipc_id: 0,
             actor_comm: [0; 16],
             target_comm: [0; 16],
         }

@@ -52,6 +52,13 @@ pub const PROTECTED: InodeProtection = 1;
 /// Name of the hash map recording which domain set the owner (F_SETOWN and friends) of a file,
 /// keyed by a per-file address. See ebpf/programs/src/file_owner.rs.
 pub const FILE_OWNER_MAP: &str = "FILE_OWNER";
+/// Name of the hash map from a System V IPC object (its `kern_ipc_perm` address) to the domain
+/// of the task that created it; objects made outside every domain have no entry.
+pub const IPC_OWNER_MAP: &str = "IPC_OWNER";
+/// IPC objects created inside domains that can exist at once on the node (the kernel's own
+/// defaults allow 4096 segments, 32000 queues and 32000 semaphore sets per IPC namespace). A
+/// creation beyond it is refused with ENOSPC.
+pub const IPC_OWNER_ENTRIES: u32 = 32768;
 
 /// Upper bound on files whose owner was set from inside a domain, across all domains.
 pub const FILE_OWNER_MAP_ENTRIES: u32 = 16384;
@@ -109,6 +116,25 @@ pub const LSM_PROGRAMS: &[(&str, &str)] = &[
     ("ptrace_access_check", "ptrace_access_check"),
     ("ptrace_traceme", "ptrace_traceme"),
     ("task_kill", "task_kill"),
+    ("task_setnice", "task_setnice"),
+    ("task_setioprio", "task_setioprio"),
+    ("task_getioprio", "task_getioprio"),
+    ("task_setrlimit", "task_setrlimit"),
+    ("task_setscheduler", "task_setscheduler"),
+    ("task_getscheduler", "task_getscheduler"),
+    ("task_movememory", "task_movememory"),
+    ("task_getpgid", "task_getpgid"),
+    ("task_getsid", "task_getsid"),
+    ("shm_free_security", "shm_free_security"),
+    ("msg_queue_free_security", "msg_queue_free_security"),
+    ("sem_free_security", "sem_free_security"),
+    ("shm_alloc_security", "shm_alloc_security"),
+    ("msg_queue_alloc_security", "msg_queue_alloc_security"),
+    ("sem_alloc_security", "sem_alloc_security"),
+    ("ipc_permission", "ipc_permission"),
+    ("shm_shmctl", "shm_shmctl"),
+    ("msg_queue_msgctl", "msg_queue_msgctl"),
+    ("sem_semctl", "sem_semctl"),
     ("file_fcntl", "file_fcntl"),
     ("file_ioctl", "file_ioctl"),
     ("file_set_fowner", "file_set_fowner"),

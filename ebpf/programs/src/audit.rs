@@ -20,7 +20,7 @@ use bulkhead_common::{
     DomainId,
     audit::{
         AUDIT_EVENTS_BYTES, AuditEvent, DECISION_AUDITED, DECISION_DENIED, MODE_AUDIT,
-        TARGET_INODE, TARGET_TASK,
+        TARGET_INODE, TARGET_IPC, TARGET_TASK,
     },
 };
 
@@ -49,6 +49,10 @@ static INODE_INO_OFFSET: u64 = 0;
 static INODE_SB_OFFSET: u64 = 0;
 #[unsafe(no_mangle)]
 static SB_DEV_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+static IPC_ID_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+static IPC_KEY_OFFSET: u64 = 0;
 
 fn global(value: &'static u64) -> u64 {
     // SAFETY: reading a global of this object; volatile so the build-time zero is not folded.
@@ -135,5 +139,26 @@ pub fn refuse_inode(hook: u32, access: u32, actor: DomainId, inode: *mut c_void)
     event.inode = read_at::<u64>(base, &INODE_INO_OFFSET).unwrap_or(0);
     let superblock = read_at::<u64>(base, &INODE_SB_OFFSET).unwrap_or(0);
     event.dev = u64::from(read_at::<u32>(superblock, &SB_DEV_OFFSET).unwrap_or(0));
+    verdict_and_record(event)
+}
+
+/// A refusal to use a System V IPC object of another domain (or of none).
+#[inline(always)]
+pub fn refuse_ipc(
+    hook: u32,
+    access: u32,
+    actor: DomainId,
+    object: *mut c_void,
+    owner: DomainId,
+) -> i32 {
+    let mut event = AuditEvent::zeroed();
+    event.hook = hook;
+    event.access = access;
+    event.actor_domain = actor;
+    event.target_kind = TARGET_IPC;
+    event.target_domain = owner;
+    let base = object as u64;
+    event.ipc_id = read_at::<u32>(base, &IPC_ID_OFFSET).unwrap_or(0);
+    event.inode = u64::from(read_at::<u32>(base, &IPC_KEY_OFFSET).unwrap_or(0));
     verdict_and_record(event)
 }

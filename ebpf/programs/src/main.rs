@@ -16,6 +16,7 @@ mod audit;
 mod file_owner;
 mod files;
 mod hook_args;
+mod ipc;
 mod kernel;
 mod kernel_layout;
 mod lifecycle;
@@ -32,6 +33,7 @@ const E2BIG: i32 = 7;
 const EAGAIN: i32 = 11;
 const ENOMEM: i32 = 12;
 const EEXIST: i32 = 17;
+const ENOSPC: i32 = 28;
 
 /// May a task in domain `actor` reach a task in domain `target`?
 ///

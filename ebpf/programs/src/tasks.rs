@@ -1,5 +1,6 @@
 //! Hooks guarding tasks from each other: domain inheritance, ptrace and everything built on
-//! ptrace_may_access(), and direct signals.
+//! ptrace_may_access(), direct signals, and another task's scheduling, resource limits and
+//! process group.
 //!
 //! Every int-returning hook first passes on the verdict of the LSM programs that ran before it
 //! (the argument after the hook's own): a denial must never be turned into an allow. Arguments
@@ -13,7 +14,7 @@ use crate::{
     EAGAIN, ENOMEM,
     audit::refuse_task,
     hook_args::{hook_arg, verdict},
-    lifecycle::{count_new_task, forget_task},
+    lifecycle::count_new_task,
     may_reach,
     task_domain::{current_domain, domain_of, label_new_task, restricted_actor},
 };
@@ -26,10 +27,7 @@ pub fn task_alloc(ctx: LsmContext) -> i32 {
     let child = hook_arg!(ctx, TaskAllocTask) as *mut task_struct;
     let domain = match restricted_actor(verdict!(ctx, TaskAllocVerdict)) {
         Ok(domain) => domain,
-        Err(verdict) => {
-            forget_task(child);
-            return verdict;
-        }
+        Err(verdict) => return verdict,
     };
     if domain == UNDECIDABLE {
         // The creator's domain could not be read, so the child's cannot be set: no child.
@@ -113,4 +111,108 @@ pub fn ptrace_traceme(ctx: LsmContext) -> i32 {
         return 0;
     }
     refuse_task(hook::PTRACE_TRACEME, 0, current, parent, parent_domain)
+}
+
+// Scheduling, resource limits and process groups of another task. The kernel passes each of
+// these hooks the target task (prlimit's own hook gets only credentials; writing a limit also
+// passes task_setrlimit, which is the one used). Reading another task's settings is refused as
+// well: a domain learns nothing about tasks outside it through them.
+
+/// setpriority(2) on a process, process group or user.
+#[lsm(hook = "task_setnice")]
+pub fn task_setnice(ctx: LsmContext) -> i32 {
+    check_reach(
+        hook::TASK_SETNICE,
+        hook_arg!(ctx, TaskSetniceNice) as u32,
+        hook_arg!(ctx, TaskSetniceTarget) as *mut task_struct,
+        verdict!(ctx, TaskSetniceVerdict),
+    )
+}
+
+/// ioprio_set(2).
+#[lsm(hook = "task_setioprio")]
+pub fn task_setioprio(ctx: LsmContext) -> i32 {
+    check_reach(
+        hook::TASK_SETIOPRIO,
+        hook_arg!(ctx, TaskSetioprioIoprio) as u32,
+        hook_arg!(ctx, TaskSetioprioTarget) as *mut task_struct,
+        verdict!(ctx, TaskSetioprioVerdict),
+    )
+}
+
+/// ioprio_get(2).
+#[lsm(hook = "task_getioprio")]
+pub fn task_getioprio(ctx: LsmContext) -> i32 {
+    check_reach(
+        hook::TASK_GETIOPRIO,
+        0,
+        hook_arg!(ctx, TaskGetioprioTarget) as *mut task_struct,
+        verdict!(ctx, TaskGetioprioVerdict),
+    )
+}
+
+/// setrlimit(2) and prlimit(2) with a new limit.
+#[lsm(hook = "task_setrlimit")]
+pub fn task_setrlimit(ctx: LsmContext) -> i32 {
+    check_reach(
+        hook::TASK_SETRLIMIT,
+        hook_arg!(ctx, TaskSetrlimitResource) as u32,
+        hook_arg!(ctx, TaskSetrlimitTarget) as *mut task_struct,
+        verdict!(ctx, TaskSetrlimitVerdict),
+    )
+}
+
+/// sched_setscheduler, sched_setparam, sched_setattr (nice included), sched_setaffinity, and moving a task into a cpuset.
+#[lsm(hook = "task_setscheduler")]
+pub fn task_setscheduler(ctx: LsmContext) -> i32 {
+    check_reach(
+        hook::TASK_SETSCHEDULER,
+        0,
+        hook_arg!(ctx, TaskSetschedulerTarget) as *mut task_struct,
+        verdict!(ctx, TaskSetschedulerVerdict),
+    )
+}
+
+/// sched_getscheduler, sched_getparam, sched_getattr, sched_getaffinity, sched_rr_get_interval.
+#[lsm(hook = "task_getscheduler")]
+pub fn task_getscheduler(ctx: LsmContext) -> i32 {
+    check_reach(
+        hook::TASK_GETSCHEDULER,
+        0,
+        hook_arg!(ctx, TaskGetschedulerTarget) as *mut task_struct,
+        verdict!(ctx, TaskGetschedulerVerdict),
+    )
+}
+
+/// move_pages(2) and migrate_pages(2) on another process.
+#[lsm(hook = "task_movememory")]
+pub fn task_movememory(ctx: LsmContext) -> i32 {
+    check_reach(
+        hook::TASK_MOVEMEMORY,
+        0,
+        hook_arg!(ctx, TaskMovememoryTarget) as *mut task_struct,
+        verdict!(ctx, TaskMovememoryVerdict),
+    )
+}
+
+/// getpgid(2).
+#[lsm(hook = "task_getpgid")]
+pub fn task_getpgid(ctx: LsmContext) -> i32 {
+    check_reach(
+        hook::TASK_GETPGID,
+        0,
+        hook_arg!(ctx, TaskGetpgidTarget) as *mut task_struct,
+        verdict!(ctx, TaskGetpgidVerdict),
+    )
+}
+
+/// getsid(2).
+#[lsm(hook = "task_getsid")]
+pub fn task_getsid(ctx: LsmContext) -> i32 {
+    check_reach(
+        hook::TASK_GETSID,
+        0,
+        hook_arg!(ctx, TaskGetsidTarget) as *mut task_struct,
+        verdict!(ctx, TaskGetsidVerdict),
+    )
 }
