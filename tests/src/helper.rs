@@ -14,7 +14,7 @@ use bulkhead::api::{
 use crate::{
     access::{self, Access, Outcome, Target, cstring},
     broker_exec_helpers, broker_helpers, domain_helpers, file_access, ipc_access, kernel_access,
-    signal_access,
+    perf_access, signal_access, tty_access,
 };
 
 /// Bytes every process of this binary holds at a known address, for memory-read checks.
@@ -50,6 +50,11 @@ pub fn main(args: &[String]) -> i32 {
         }
         ["sigchld-parent"] => sigchld_parent(),
         ["kernel", op] => report(kernel_access::attempt(op)),
+        ["tty", op] => report(tty_access::attempt(op)),
+        ["perf", pid, cpu] => report(perf_access::attempt(
+            pid.parse().expect("pid"),
+            cpu.parse().expect("cpu"),
+        )),
         ["attack-loop", sup, stop_file] => attack_loop(sup, stop_file),
         ["busy-attacker", sup, stop_file] => crate::scenarios_lookup::busy_attacker(sup, stop_file),
         ["flood", count] => flood(count),

@@ -15,6 +15,7 @@ mod harness;
 mod helper;
 mod ipc_access;
 mod kernel_access;
+mod perf_access;
 mod scenarios;
 mod scenarios_agent_files;
 mod scenarios_audit;
@@ -28,6 +29,7 @@ mod scenarios_lookup;
 mod scenarios_signals;
 mod signal_access;
 mod task_control;
+mod tty_access;
 
 /// In the suite's initial environment (set by the VM's /init) so reading its environ can be
 /// checked for content, not just success.

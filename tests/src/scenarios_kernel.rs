@@ -24,4 +24,48 @@ pub fn add(suite: &mut Suite<'_>) {
             )
         });
     }
+    for op in crate::tty_access::OPS {
+        suite.add(format!("deny:tty-{op}:own-terminal-in-domain"), move || {
+            allow_legacy_tiocsti()?;
+            expect(run_helper(true, "tty", &["tty", op], &[]), Outcome::Denied)
+        });
+        suite.add(format!("control-outside:tty-{op}"), move || {
+            allow_legacy_tiocsti()?;
+            expect(run_helper(false, "", &["tty", op], &[]), Outcome::Allowed)
+        });
+    }
+}
+
+/// perf_event_open on the supervisor and on a process of another domain (by pid, any CPU), and
+/// on every process of CPU 0.
+pub fn add_perf(suite: &mut Suite<'_>, supervisor: i32, other_domain: i32) {
+    for (what, pid, cpu) in [
+        ("supervisor", supervisor, -1),
+        ("other-domain", other_domain, -1),
+        ("cpu-wide", -1, 0),
+    ] {
+        let (pid, cpu) = (pid.to_string(), cpu.to_string());
+        let args = move || ["perf".to_owned(), pid.clone(), cpu.clone()];
+        let denied = args.clone();
+        suite.add(format!("deny:perf-open-{what}:root-in-domain"), move || {
+            let args = denied();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            expect(run_helper(true, "perf", &args, &[]), Outcome::Denied)
+        });
+        suite.add(format!("control-outside:perf-open-{what}"), move || {
+            let args = args();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            expect(run_helper(false, "", &args, &[]), Outcome::Allowed)
+        });
+    }
+}
+
+/// Where the kernel has the switch, let TIOCSTI reach the terminal on the caller's own
+/// terminal (Debian 13 and later turn it off), so only bulkhead can refuse it.
+fn allow_legacy_tiocsti() -> Result<(), String> {
+    let path = crate::tty_access::LEGACY_TIOCSTI;
+    if std::path::Path::new(path).exists() {
+        std::fs::write(path, "1").map_err(|err| format!("{path}: {err}"))?;
+    }
+    Ok(())
 }

@@ -57,6 +57,8 @@ pub mod hook {
     pub const SHM_SHMCTL: u32 = 32;
     pub const MSG_QUEUE_MSGCTL: u32 = 33;
     pub const SEM_SEMCTL: u32 = 34;
+    pub const FILE_IOCTL: u32 = 35;
+    pub const FILE_IOCTL_COMPAT: u32 = 36;
 }
 
 /// The LSM hook name for a [`hook`] id.
@@ -96,6 +98,8 @@ pub fn hook_name(id: u32) -> &'static str {
         hook::SHM_SHMCTL => "shm_shmctl",
         hook::MSG_QUEUE_MSGCTL => "msg_queue_msgctl",
         hook::SEM_SEMCTL => "sem_semctl",
+        hook::FILE_IOCTL => "file_ioctl",
+        hook::FILE_IOCTL_COMPAT => "file_ioctl_compat",
         _ => "unknown",
     }
 }

@@ -137,6 +137,7 @@ pub const LSM_PROGRAMS: &[(&str, &str)] = &[
     ("sem_semctl", "sem_semctl"),
     ("file_fcntl", "file_fcntl"),
     ("file_ioctl", "file_ioctl"),
+    ("file_ioctl_compat", "file_ioctl_compat"),
     ("file_set_fowner", "file_set_fowner"),
     ("file_send_sigiotask", "file_send_sigiotask"),
     ("file_free_security", "file_free_security"),

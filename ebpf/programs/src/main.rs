@@ -16,6 +16,7 @@ mod audit;
 mod file_owner;
 mod files;
 mod hook_args;
+mod ioctls;
 mod ipc;
 mod kernel;
 mod kernel_layout;

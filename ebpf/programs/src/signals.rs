@@ -61,15 +61,14 @@ pub fn file_fcntl(ctx: LsmContext) -> i32 {
     reserve_owner_record(&ctx, file, previous)
 }
 
-#[lsm(hook = "file_ioctl")]
-pub fn file_ioctl(ctx: LsmContext) -> i32 {
-    let cmd = hook_arg!(ctx, FileIoctlCmd) as u32;
-    let previous = verdict!(ctx, FileIoctlVerdict);
+/// The ioctl side of the above (called by ioctls.rs for both ioctl entry points): the requests
+/// that set an owner reserve the record; any other request passes the verdict on.
+#[inline(always)]
+pub fn owner_ioctl(ctx: &LsmContext, file: *const c_void, cmd: u32, previous: i32) -> i32 {
     if !matches!(cmd, FIOSETOWN | SIOCSPGRP | FIOASYNC) {
         return previous;
     }
-    let file = hook_arg!(ctx, FileIoctlFile) as *const c_void;
-    reserve_owner_record(&ctx, file, previous)
+    reserve_owner_record(ctx, file, previous)
 }
 
 /// The kernel is setting the owner now, in the setter's context.
