@@ -17,11 +17,12 @@
 //!
 //! Every transition is an atomic swap on a map value, so a task is counted and uncounted
 //! exactly once even while two program generations are attached during an upgrade. The
-//! remaining gap is 6.1's task-storage lookup, which can fail while the CPU's busy counter is
-//! held: a sealed process whose label cannot be read at both exit and free keeps its domain
-//! live (its tasks created inside the domain do not: their entries are keyed by address). A domain's count cannot rise again after reaching zero: a task
-//! can only be created by a live task of the same domain, which is itself still counted while
-//! it creates it.
+//! tracepoint's task-storage lookup can fail while the CPU's busy counter is held (tracing
+//! programs get the recursion-checked lookup on every kernel), and so can the LSM lookup on
+//! 6.1: a sealed process whose label cannot be read at both exit and free keeps its domain
+//! live (tasks created inside the domain do not: their entries are keyed by address). A
+//! domain's count cannot rise again after reaching zero: a task can only be created by a live
+//! task of the same domain, which is itself still counted while it creates it.
 
 use crate::DomainId;
 

@@ -87,8 +87,9 @@ pub fn count_exited_task(ctx: BtfTracePointContext) -> i32 {
 #[lsm(hook = "task_free")]
 pub fn count_freed_task(ctx: LsmContext) -> i32 {
     let task = hook_arg!(ctx, TaskFreeTask) as *mut task_struct;
-    // A null label is a task outside every domain, or (6.1) a lookup that failed while the
-    // CPU's task-storage busy counter was held: a count in COUNTED_TASKS is still given back.
+    // A null label is a task outside every domain, or (LSM programs on 6.1) a lookup that
+    // failed while the CPU's task-storage busy counter was held: a count in COUNTED_TASKS is
+    // still given back.
     uncount_task(task, label_of(task));
     0
 }
