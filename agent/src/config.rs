@@ -29,6 +29,8 @@ pub struct NodeConfig {
     #[serde(default)]
     pub protect: ProtectSection,
     #[serde(default)]
+    pub sockets: SocketsSection,
+    #[serde(default)]
     pub audit: AuditSection,
     #[serde(default)]
     pub broker: crate::broker::config::BrokerSection,
@@ -164,6 +166,16 @@ impl Default for ProtectSection {
             rescan_interval_secs: default_rescan_interval(),
         }
     }
+}
+
+/// Unix sockets made outside every domain that tasks in domains may still connect and send to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SocketsSection {
+    /// Socket files (pathname Unix sockets), followed through symlinks; re-marked on every
+    /// rescan of the protected paths, so a service that re-creates its socket stays reachable.
+    #[serde(default)]
+    pub reachable: Vec<AbsolutePath>,
 }
 
 fn default_rescan_interval() -> RescanInterval {
@@ -424,6 +436,7 @@ mod tests {
             (20, 100)
         );
         assert!(config.protect.paths.is_empty());
+        assert!(config.sockets.reachable.is_empty());
         assert_eq!(
             config.protect.rescan_interval_secs.duration().as_secs(),
             DEFAULT_RESCAN_INTERVAL_SECS
@@ -533,6 +546,19 @@ mod tests {
             let err = NodeConfig::parse(&format!("[audit]\n{bad}\n")).unwrap_err();
             assert!(err.contains("line 2"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn reachable_sockets_are_absolute_paths() {
+        let config =
+            NodeConfig::parse("[sockets]\nreachable = [\"/dev/log\", \"/run/a.sock\"]\n").unwrap();
+        assert_eq!(config.sockets.reachable.len(), 2);
+        for bad in ["\"log.sock\"", "\"/run/../x\"", "1"] {
+            let err = NodeConfig::parse(&format!("[sockets]\nreachable = [{bad}]\n")).unwrap_err();
+            assert!(err.contains("line 2"), "{bad}: {err}");
+        }
+        let err = NodeConfig::parse("[sockets]\nabstract = true\n").unwrap_err();
+        assert!(err.contains("abstract"), "{err}");
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::{
     lifecycle::DomainEnds,
     preflight,
     protect::{Protector, watch},
+    reachable_sockets::{self, ReachableSockets},
     state::StateDb,
 };
 
@@ -86,6 +87,24 @@ pub async fn run(config: NodeConfig, config_path: PathBuf) -> anyhow::Result<()>
 
     let listener = server::bind(socket_path, config.api.socket_mode)?;
     let _socket = SocketGuard(socket_path.to_owned());
+    // Before serving: tasks in domains reach the agent only once its socket file is marked.
+    let mut reachable = ReachableSockets::new(Box::new(maps.reachable_sockets));
+    for skip in reachable.mark(&reachable_paths(&config)) {
+        if skip.path == socket_path {
+            anyhow::bail!(
+                "marking the API socket {} reachable from domains: {}",
+                socket_path.display(),
+                skip.reason
+            );
+        }
+        tracing::warn!(path = %skip.path.display(), reason = %skip.reason, "reachable socket not marked yet; tasks in domains cannot connect to it until it appears");
+    }
+    let (reachable_tx, reachable_rx) = tokio::sync::watch::channel(reachable_paths(&config));
+    tokio::spawn(reachable_sockets::keep_marked(
+        reachable,
+        config.protect.rescan_interval_secs.duration(),
+        reachable_rx,
+    ));
 
     let domains = Arc::new(
         Domains::new(
@@ -132,6 +151,7 @@ pub async fn run(config: NodeConfig, config_path: PathBuf) -> anyhow::Result<()>
         path: config_path,
         settings: maps.settings,
         patterns: patterns_tx,
+        reachable: reachable_tx,
         rate: rate_tx,
     };
     tracing::info!(
@@ -173,6 +193,7 @@ struct Live {
     path: PathBuf,
     settings: Settings,
     patterns: tokio::sync::watch::Sender<Vec<String>>,
+    reachable: tokio::sync::watch::Sender<Vec<PathBuf>>,
     rate: tokio::sync::watch::Sender<Rate>,
 }
 
@@ -232,6 +253,7 @@ impl Live {
         // The running broker's key directory and secret stay protected whatever the new file says.
         applied.broker = self.config.broker.clone();
         self.patterns.send_replace(protected_patterns(&applied));
+        self.reachable.send_replace(reachable_paths(&applied));
         self.rate.send_replace(audit_rate(&applied));
         self.config = applied;
     }
@@ -262,6 +284,19 @@ fn protected_patterns(config: &NodeConfig) -> Vec<String> {
     .map(|dir| glob::Pattern::escape(&dir.to_string_lossy()))
     .chain(config.protect.paths.iter().map(|p| p.as_str().to_owned()))
     .collect()
+}
+
+/// The socket files every domain may reach: the agent's own, and the configured ones.
+fn reachable_paths(config: &NodeConfig) -> Vec<PathBuf> {
+    std::iter::once(config.api.socket_path.as_path().to_owned())
+        .chain(
+            config
+                .sockets
+                .reachable
+                .iter()
+                .map(|path| path.as_path().to_owned()),
+        )
+        .collect()
 }
 
 /// Creates the state directory (0700, root) if missing; refuses a non-directory there.

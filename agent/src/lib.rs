@@ -16,4 +16,5 @@ pub mod lifecycle;
 pub mod peer;
 pub mod preflight;
 pub mod protect;
+pub mod reachable_sockets;
 pub mod state;

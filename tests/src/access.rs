@@ -146,6 +146,46 @@ impl Outcome {
     }
 }
 
+/// The outcome of a system call that returned `rc`: success is `Allowed`, a failure with
+/// `denial` (the errno a bulkhead refusal gives on that path) `Denied`, any other an error.
+pub(crate) fn syscall_outcome(what: &str, rc: libc::c_long, denial: i32) -> Outcome {
+    if rc >= 0 {
+        return Outcome::Allowed;
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(denial) {
+        Outcome::Denied
+    } else {
+        Outcome::Error(format!("{what}: {err}"))
+    }
+}
+
+/// Runs `attempts` in a forked child (the caller's domain, so the same-domain controls) and
+/// decodes the outcome from its exit status.
+pub(crate) fn in_forked_child(what: &str, attempts: impl FnOnce() -> Outcome) -> Outcome {
+    // SAFETY: the child only makes system calls and exits.
+    match unsafe { libc::fork() } {
+        0 => {
+            let outcome = attempts();
+            if let Outcome::Error(message) = &outcome {
+                eprintln!("{what}: {message}");
+            }
+            unsafe { libc::_exit(outcome.exit_code()) }
+        }
+        -1 => Outcome::Error(format!("fork: {}", io::Error::last_os_error())),
+        child => {
+            let mut status = 0;
+            // SAFETY: waits for our own child.
+            unsafe { libc::waitpid(child, &mut status, 0) };
+            match libc::WEXITSTATUS(status) {
+                0 => Outcome::Allowed,
+                10 => Outcome::Denied,
+                code => Outcome::Error(format!("{what}: child exit {code}")),
+            }
+        }
+    }
+}
+
 /// Classifies a failed system call: the expected errno is a denial, anything else an error.
 pub(crate) fn failed(access: Access, what: &str, err: io::Error) -> Outcome {
     if err.raw_os_error() == Some(access.denial_errno()) {

@@ -14,7 +14,7 @@ use bulkhead::api::{
 use crate::{
     access::{self, Access, Outcome, Target, cstring},
     broker_exec_helpers, broker_helpers, domain_helpers, file_access, ipc_access, kernel_access,
-    perf_access, signal_access, tty_access,
+    perf_access, signal_access, socket_access, tty_access,
 };
 
 /// Bytes every process of this binary holds at a known address, for memory-read checks.
@@ -79,6 +79,16 @@ pub fn main(args: &[String]) -> i32 {
             op,
         )),
         ["ipc-same-domain", kind, key] => report(ipc_access::same_domain(kind, parse_key(key))),
+        ["unix-serve", kind, name] => match socket_access::serve(kind, name) {
+            Ok(()) => EXIT_OK,
+            Err(err) => {
+                eprintln!("{err}");
+                EXIT_WRONG
+            }
+        },
+        ["unix-op", op, kind, name] => report(socket_access::attempt(op, kind, name)),
+        ["unix-same-domain", kind, name] => report(socket_access::same_domain(kind, name)),
+        ["unix-handed-over", outside] => report(socket_access::handed_over(outside, seal_self)),
         ["list-domains"] => list_domains(),
         ["supervise", token_file] => broker_helpers::supervise(token_file),
         ["task-checks", sup, domain, addr, tail] => {
@@ -427,6 +437,14 @@ fn inherited_check(sup: &str, expected: &str) -> i32 {
         eprintln!("reading the supervisor's environ: expected {want:?}, got {outcome:?}");
         EXIT_WRONG
     }
+}
+
+/// Asks the agent to seal this (single-threaded) process into a new domain.
+fn seal_self() -> Result<(), String> {
+    client()
+        .post::<_, SealSelfResponse>(PATH_SEAL_SELF, &SealSelfRequest::default())
+        .map(|_| ())
+        .map_err(|err| format!("sealing: {err:?}"))
 }
 
 /// Asks the agent to seal this process while a second thread exists: must be refused, and

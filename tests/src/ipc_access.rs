@@ -7,7 +7,7 @@
 //! (every operation but removal), EPERM from the `*ctl` hooks. The objects are mode 0666 and
 //! the attackers root, so the kernel's own checks pass (the outside controls show it).
 
-use crate::access::Outcome;
+use crate::access::{Outcome, in_forked_child};
 
 fn outcome(what: &str, rc: libc::c_long) -> Outcome {
     if rc >= 0 {
@@ -140,27 +140,16 @@ pub fn same_domain(kind: &str, key: i32) -> Outcome {
         Ok(id) => id,
         Err(err) => return Outcome::Error(err),
     };
-    // SAFETY: the child only makes system calls and exits.
-    match unsafe { libc::fork() } {
-        0 => {
-            for op in operations(kind) {
-                let outcome = attempt(kind, key, id, op);
-                if outcome != Outcome::Allowed {
-                    eprintln!("same-domain {kind} {op}: {outcome:?}");
-                    unsafe { libc::_exit(outcome.exit_code()) };
-                }
-            }
-            unsafe { libc::_exit(0) }
-        }
-        -1 => Outcome::Error(format!("fork: {}", std::io::Error::last_os_error())),
-        child => {
-            let mut status = 0;
-            unsafe { libc::waitpid(child, &mut status, 0) };
-            match libc::WEXITSTATUS(status) {
-                0 => Outcome::Allowed,
-                10 => Outcome::Denied,
-                code => Outcome::Error(format!("same-domain child exit {code}")),
+    in_forked_child(&format!("same-domain {kind}"), || {
+        for op in operations(kind) {
+            let outcome = attempt(kind, key, id, op);
+            if outcome != Outcome::Allowed {
+                return match outcome {
+                    Outcome::Error(err) => Outcome::Error(format!("{op}: {err}")),
+                    other => other,
+                };
             }
         }
-    }
+        Outcome::Allowed
+    })
 }

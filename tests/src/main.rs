@@ -27,7 +27,9 @@ mod scenarios_kernel;
 mod scenarios_lifecycle;
 mod scenarios_lookup;
 mod scenarios_signals;
+mod scenarios_sockets;
 mod signal_access;
+mod socket_access;
 mod task_control;
 mod tty_access;
 

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use bulkhead_common::audit::{
-    AuditEvent, DECISION_AUDITED, DECISION_DENIED, TARGET_INODE, TARGET_IPC, TARGET_TASK, hook_name,
+    AuditEvent, DECISION_AUDITED, DECISION_DENIED, TARGET_INODE, TARGET_IPC, TARGET_SOCKET,
+    TARGET_TASK, hook_name,
 };
 use serde_json::{Value, json};
 
@@ -31,6 +32,23 @@ fn domain(id: u64) -> Value {
         bulkhead_common::NO_DOMAIN => Value::Null,
         bulkhead_common::UNDECIDABLE => json!("undecidable"),
         id => json!(id),
+    }
+}
+
+/// The start of a Unix socket's address as the record shows it: a path, or `@name` for the
+/// abstract namespace (whose names start with a NUL byte); empty for an unnamed socket.
+fn socket_name(bytes: &[u8; 16]) -> String {
+    match bytes.split_first() {
+        Some((0, rest)) if rest.iter().any(|b| *b != 0) => {
+            // Abstract names may hold NUL bytes; they are shown as `@`, as ss(8) does.
+            let end = rest.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+            let shown: Vec<u8> = rest[..end]
+                .iter()
+                .map(|b| if *b == 0 { b'@' } else { *b })
+                .collect();
+            format!("@{}", String::from_utf8_lossy(&shown))
+        }
+        _ => comm(bytes),
     }
 }
 
@@ -83,6 +101,16 @@ pub fn to_json(event: &AuditEvent, context: &Context<'_>) -> Value {
                 "key": event.inode as u32 as i32,
                 "domain": domain(event.target_domain),
                 "label": context.target_label,
+            });
+        }
+        TARGET_SOCKET => {
+            let bound = event.inode != 0;
+            record["socket"] = json!({
+                "name": socket_name(&event.target_comm),
+                "domain": domain(event.target_domain),
+                "label": context.target_label,
+                "device": bound.then(|| device(event.dev)),
+                "inode": bound.then_some(event.inode),
             });
         }
         _ => {}
@@ -210,6 +238,40 @@ mod tests {
             "made outside any domain"
         );
         assert!(value.get("target").is_none() && value.get("file").is_none());
+    }
+
+    #[test]
+    fn a_socket_denial_names_the_socket_and_its_owner() {
+        let context = Context {
+            time: "t".into(),
+            actor_label: Some("dag.task"),
+            target_label: Some("other.task"),
+            path: None,
+        };
+        let mut event = AuditEvent::zeroed();
+        event.hook = hook::UNIX_STREAM_CONNECT;
+        event.decision = DECISION_DENIED;
+        event.target_kind = TARGET_SOCKET;
+        event.target_domain = 77;
+        event.target_comm[1..9].copy_from_slice(b"sup\0port");
+        let value = to_json(&event, &context);
+        assert_eq!(value["hook"], "unix_stream_connect");
+        assert_eq!(value["socket"]["name"], "@sup@port");
+        assert_eq!(value["socket"]["domain"], 77);
+        assert_eq!(value["socket"]["label"], "other.task");
+        assert!(
+            value["socket"]["inode"].is_null(),
+            "abstract: no socket file"
+        );
+
+        event.target_comm = [0; 16];
+        event.target_comm[..8].copy_from_slice(b"/dev/log");
+        event.inode = 42;
+        event.dev = (8 << 20) | 1;
+        let value = to_json(&event, &context);
+        assert_eq!(value["socket"]["name"], "/dev/log");
+        assert_eq!(value["socket"]["inode"], 42);
+        assert_eq!(value["socket"]["device"], "8:1");
     }
 
     #[test]

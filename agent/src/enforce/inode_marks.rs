@@ -1,25 +1,39 @@
-//! The agent's side of the PROTECTED_INODE inode-storage map. The key is any open file
-//! descriptor of the inode (an O_PATH descriptor is enough, so marking never reads the file).
+//! The agent's side of the inode-storage maps that mark inodes for the programs:
+//! PROTECTED_INODE (files no task in a domain may reach) and UNIX_REACHABLE (socket files
+//! every domain may connect and send to). The key is any open file descriptor of the inode (an
+//! O_PATH descriptor is enough, so marking never opens the file for reading and never connects
+//! to a socket).
 
 use std::os::fd::BorrowedFd;
 
 use aya::maps::{InodeStorage, MapData, MapError};
-use bulkhead_common::{InodeProtection, PROTECTED};
+use bulkhead_common::{PROTECTED, REACHABLE};
 
-pub struct ProtectedInodeMap {
-    map: InodeStorage<MapData, InodeProtection>,
+pub struct InodeMarks {
+    map: InodeStorage<MapData, u64>,
+    value: u64,
 }
 
-impl ProtectedInodeMap {
-    pub fn new(map: InodeStorage<MapData, InodeProtection>) -> Self {
-        Self { map }
+impl InodeMarks {
+    pub fn protected(map: InodeStorage<MapData, u64>) -> Self {
+        Self {
+            map,
+            value: PROTECTED,
+        }
     }
 
-    pub fn protect(&mut self, inode: BorrowedFd<'_>) -> Result<(), MapError> {
-        self.map.insert(&inode, PROTECTED, 0)
+    pub fn reachable(map: InodeStorage<MapData, u64>) -> Self {
+        Self {
+            map,
+            value: REACHABLE,
+        }
     }
 
-    pub fn unprotect(&mut self, inode: BorrowedFd<'_>) -> Result<(), MapError> {
+    pub fn mark(&mut self, inode: BorrowedFd<'_>) -> Result<(), MapError> {
+        self.map.insert(&inode, self.value, 0)
+    }
+
+    pub fn unmark(&mut self, inode: BorrowedFd<'_>) -> Result<(), MapError> {
         self.map.remove(&inode)
     }
 }

@@ -25,6 +25,13 @@ pub struct KernelLayout {
     pub user_ns_level: u64,
     /// `offsetof(struct task_struct, bpf_storage)`; must be a `struct bpf_local_storage *`.
     pub task_bpf_storage: u16,
+    /// `offsetof(struct socket, sk)`; must be a `struct sock *`.
+    pub socket_sk: u16,
+    /// `offsetof(struct unix_sock, path) + offsetof(struct path, dentry)`: the socket file a
+    /// Unix socket is bound to, a `struct dentry *`.
+    pub unix_sock_path_dentry: u16,
+    /// `offsetof(struct unix_sock, peer)`; must be a `struct sock *`.
+    pub unix_sock_peer: u16,
     /// Where a task's storage elements and their maps are.
     pub storage: StorageLayout,
     /// Can the task-storage lookup LSM programs get fail while the element exists? Linux 6.1
@@ -59,6 +66,9 @@ pub struct DescribeOffsets {
     pub sb_dev: u64,
     pub ipc_id: u64,
     pub ipc_key: u64,
+    /// `unix_sock.addr`, and `sun_path` inside a `struct unix_address`.
+    pub unix_addr: u64,
+    pub unix_address_path: u64,
 }
 
 /// `struct file`'s `f_owner`: embedded up to Linux 6.11 (the file is at `fown - offset`), a
@@ -126,16 +136,61 @@ impl KernelLayout {
             sb_dev: any("super_block", "s_dev"),
             ipc_id: any("kern_ipc_perm", "id"),
             ipc_key: any("kern_ipc_perm", "key"),
+            unix_addr: any("unix_sock", "addr"),
+            // `name` is a `struct sockaddr_un`, whose `sun_path` follows the u16 family.
+            unix_address_path: field(btf, "unix_address", "name", FieldShape::Any)
+                .map_or(0, |name| u64::from(name) + 2),
         };
+        let socket_sk = field(btf, "socket", "sk", FieldShape::PointerTo("sock"))?;
+        let unix_path = field(btf, "unix_sock", "path", FieldShape::Embedded("path"))?;
+        let path_dentry = field(btf, "path", "dentry", FieldShape::PointerTo("dentry"))?;
+        let unix_peer = field(btf, "unix_sock", "peer", FieldShape::PointerTo("sock"))?;
         Ok(Self {
             describe,
             dentry_d_inode: load_offset("dentry.d_inode", dentry_d_inode)?,
             fown_file,
             user_ns_level: user_ns_level.into(),
             task_bpf_storage: load_offset("task_struct.bpf_storage", task_bpf_storage)?,
+            socket_sk: load_offset("socket.sk", socket_sk)?,
+            unix_sock_path_dentry: load_offset("unix_sock.path.dentry", unix_path + path_dentry)?,
+            unix_sock_peer: load_offset("unix_sock.peer", unix_peer)?,
             storage,
             lookup_may_fail,
         })
+    }
+}
+
+impl KernelLayout {
+    /// Every struct field the programs load directly: (placeholder offset in the object, the
+    /// field's offset on this kernel, its name for errors).
+    pub fn field_loads(&self) -> [(i16, u16, &'static str); 5] {
+        use bulkhead_common::{
+            DENTRY_D_INODE_PLACEHOLDER, SOCKET_SK_PLACEHOLDER, TASK_BPF_STORAGE_PLACEHOLDER,
+            UNIX_SOCK_PATH_DENTRY_PLACEHOLDER, UNIX_SOCK_PEER_PLACEHOLDER,
+        };
+        [
+            (
+                DENTRY_D_INODE_PLACEHOLDER,
+                self.dentry_d_inode,
+                "dentry->d_inode",
+            ),
+            (
+                TASK_BPF_STORAGE_PLACEHOLDER,
+                self.task_bpf_storage,
+                "task->bpf_storage",
+            ),
+            (SOCKET_SK_PLACEHOLDER, self.socket_sk, "socket->sk"),
+            (
+                UNIX_SOCK_PATH_DENTRY_PLACEHOLDER,
+                self.unix_sock_path_dentry,
+                "unix_sock->path.dentry",
+            ),
+            (
+                UNIX_SOCK_PEER_PLACEHOLDER,
+                self.unix_sock_peer,
+                "unix_sock->peer",
+            ),
+        ]
     }
 }
 
@@ -295,6 +350,8 @@ mod tests {
             d.sb_dev,
             d.ipc_id,
             d.ipc_key,
+            d.unix_addr,
+            d.unix_address_path,
         ] {
             assert!(offset > 0 && offset < 8192, "{d:?}");
         }
@@ -327,6 +384,11 @@ mod tests {
                 assert!(layout.fown_file.offset > 0, "{package}");
             }
             assert!(layout.dentry_d_inode > 0, "{package}");
+            assert!(
+                layout.unix_sock_path_dentry > layout.unix_sock_peer.min(8),
+                "{package}"
+            );
+            assert!(layout.describe.unix_addr > 0, "{package}");
             assert_eq!(layout.lookup_may_fail, suite == "bookworm", "{package}");
         }
     }

@@ -25,13 +25,13 @@ use bulkhead_common::audit::{
 };
 use bulkhead_common::{
     FOWN_FILE_MODE_GLOBAL, FOWN_FILE_OFFSET_GLOBAL, LOOKUP_MAY_FAIL_GLOBAL, LSM_PROGRAMS,
-    PROTECTED_INODE_MAP, SELEM_SMAP_OFFSET_GLOBAL, SELEM_SNODE_OFFSET_GLOBAL,
+    PROTECTED_INODE_MAP, REACHABLE_SOCKET_MAP, SELEM_SMAP_OFFSET_GLOBAL, SELEM_SNODE_OFFSET_GLOBAL,
     STORAGE_LIST_OFFSET_GLOBAL, TASK_DOMAIN_MAP, USER_NS_LEVEL_OFFSET_GLOBAL,
     lifecycle::{DOMAIN_EVENTS_MAP, DOMAIN_TASKS_MAP, TRACE_PROGRAMS},
 };
 
 use domain_census::DomainCensus;
-use inode_marks::ProtectedInodeMap;
+use inode_marks::InodeMarks;
 use kernel_layout::KernelLayout;
 use object_patch::AlignedObject;
 use pins::{Generation, PINNED_MAPS, PinDir};
@@ -56,7 +56,8 @@ pub struct Enforcement {
 /// The maps the rest of the agent reads and writes.
 pub struct EnforcementMaps {
     pub task_domains: TaskDomainMap,
-    pub protected_inodes: ProtectedInodeMap,
+    pub protected_inodes: InodeMarks,
+    pub reachable_sockets: InodeMarks,
     pub audit_events: RingBuf<MapData>,
     pub audit_lost: PerCpuArray<MapData, u64>,
     pub settings: Settings,
@@ -116,8 +117,7 @@ impl Enforcement {
         let mut object = AlignedObject::new(EBPF_OBJECT);
         // Arguments first: a field offset patched in could otherwise fall in their range.
         object.patch_hook_args(&slots)?;
-        object.patch_dentry_inode_offset(layout.dentry_d_inode)?;
-        object.patch_task_bpf_storage_offset(layout.task_bpf_storage)?;
+        object.patch_field_loads(&layout)?;
 
         pins.prepare()?;
         map_compat::check_pinned(object.bytes(), pins)?;
@@ -128,7 +128,7 @@ impl Enforcement {
             loader.map_pin_path(name, pins.map(name));
         }
         let mut ebpf = loader
-            // The task-storage map, which aya 0.14 creates but does not wrap.
+            // The task- and socket-storage maps, which aya 0.14 creates but does not wrap.
             .allow_unsupported_maps()
             .override_global(FOWN_FILE_MODE_GLOBAL, &layout.fown_file.mode, true)
             .override_global(FOWN_FILE_OFFSET_GLOBAL, &layout.fown_file.offset, true)
@@ -149,6 +149,12 @@ impl Enforcement {
             .override_global("SB_DEV_OFFSET", &layout.describe.sb_dev, true)
             .override_global("IPC_ID_OFFSET", &layout.describe.ipc_id, true)
             .override_global("IPC_KEY_OFFSET", &layout.describe.ipc_key, true)
+            .override_global("UNIX_SOCK_ADDR_OFFSET", &layout.describe.unix_addr, true)
+            .override_global(
+                "UNIX_ADDRESS_PATH_OFFSET",
+                &layout.describe.unix_address_path,
+                true,
+            )
             .load(object.bytes())
             .context("loading the eBPF object into the kernel")?;
 
@@ -163,7 +169,8 @@ impl Enforcement {
 
         let maps = EnforcementMaps {
             task_domains: TaskDomainMap::new(local_storage_map(&ebpf, TASK_DOMAIN_MAP)?),
-            protected_inodes: ProtectedInodeMap::new(take_map(&mut ebpf, PROTECTED_INODE_MAP)?),
+            protected_inodes: InodeMarks::protected(take_map(&mut ebpf, PROTECTED_INODE_MAP)?),
+            reachable_sockets: InodeMarks::reachable(take_map(&mut ebpf, REACHABLE_SOCKET_MAP)?),
             audit_events: take_map(&mut ebpf, AUDIT_EVENTS_MAP)?,
             audit_lost: take_map(&mut ebpf, AUDIT_LOST_MAP)?,
             settings: Settings {

@@ -1,6 +1,6 @@
 //! Fills what only the running kernel knows into the eBPF object before it is loaded: the
-//! `dentry->d_inode` offset (kernel_layout.rs) and the context slot of every hook argument
-//! (hook_abi.rs).
+//! offsets of the struct fields the programs load directly (`dentry->d_inode`, `socket->sk`,
+//! ...: kernel_layout.rs) and the context slot of every hook argument (hook_abi.rs).
 //!
 //! The programs read both with direct loads at placeholder offsets; every such instruction in
 //! an executable section gets the running kernel's value instead. The verifier re-checks each
@@ -9,13 +9,14 @@
 //! stops the load, it cannot weaken enforcement.
 
 use anyhow::{Context, bail};
-use bulkhead_common::{
-    DENTRY_D_INODE_PLACEHOLDER, TASK_BPF_STORAGE_PLACEHOLDER,
-    hook_abi::{ARG_PLACEHOLDER_BASE, ARG_PLACEHOLDER_END, HOOK_ARGS, arg_of_placeholder},
+#[cfg(test)]
+use bulkhead_common::DENTRY_D_INODE_PLACEHOLDER;
+use bulkhead_common::hook_abi::{
+    ARG_PLACEHOLDER_BASE, ARG_PLACEHOLDER_END, HOOK_ARGS, arg_of_placeholder,
 };
 use object::{Object, ObjectSection, SectionKind};
 
-use super::hook_abi::ArgSlots;
+use super::{hook_abi::ArgSlots, kernel_layout::KernelLayout};
 
 /// eBPF instruction: 8 bytes, opcode, dst/src registers, 16-bit offset, 32-bit immediate.
 const INSN_SIZE: usize = 8;
@@ -46,14 +47,19 @@ impl AlignedObject {
         &as_bytes(&self.words)[..self.len]
     }
 
-    /// Replaces the placeholder offset of every `dentry->d_inode` load; returns how many.
-    pub fn patch_dentry_inode_offset(&mut self, offset: u16) -> anyhow::Result<usize> {
+    #[cfg(test)]
+    fn patch_dentry_inode_offset(&mut self, offset: u16) -> anyhow::Result<usize> {
         self.patch_field(DENTRY_D_INODE_PLACEHOLDER, offset, "dentry->d_inode")
     }
 
-    /// Replaces the placeholder offset of every `task->bpf_storage` load; returns how many.
-    pub fn patch_task_bpf_storage_offset(&mut self, offset: u16) -> anyhow::Result<usize> {
-        self.patch_field(TASK_BPF_STORAGE_PLACEHOLDER, offset, "task->bpf_storage")
+    /// Replaces the placeholder offset of every load of each struct field the programs read
+    /// directly; returns how many loads were rewritten.
+    pub fn patch_field_loads(&mut self, layout: &KernelLayout) -> anyhow::Result<usize> {
+        let mut patched = 0;
+        for (placeholder, offset, what) in layout.field_loads() {
+            patched += self.patch_field(placeholder, offset, what)?;
+        }
+        Ok(patched)
     }
 
     fn patch_field(&mut self, placeholder: i16, offset: u16, what: &str) -> anyhow::Result<usize> {

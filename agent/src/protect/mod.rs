@@ -13,20 +13,18 @@ use std::{io, os::fd::BorrowedFd};
 
 pub use scan::{Protector, ScanReport};
 
-/// Where marks go: the kernel's inode-storage map in the agent, a recorder in tests.
+/// Where marks go: one of the kernel's inode-storage maps in the agent, a recorder in tests.
 pub trait InodeMarker: Send {
-    fn protect(&mut self, inode: BorrowedFd<'_>) -> io::Result<()>;
-    fn unprotect(&mut self, inode: BorrowedFd<'_>) -> io::Result<()>;
+    fn mark(&mut self, inode: BorrowedFd<'_>) -> io::Result<()>;
+    fn unmark(&mut self, inode: BorrowedFd<'_>) -> io::Result<()>;
 }
 
-impl InodeMarker for crate::enforce::inode_marks::ProtectedInodeMap {
-    fn protect(&mut self, inode: BorrowedFd<'_>) -> io::Result<()> {
-        crate::enforce::inode_marks::ProtectedInodeMap::protect(self, inode)
-            .map_err(io::Error::other)
+impl InodeMarker for crate::enforce::inode_marks::InodeMarks {
+    fn mark(&mut self, inode: BorrowedFd<'_>) -> io::Result<()> {
+        crate::enforce::inode_marks::InodeMarks::mark(self, inode).map_err(io::Error::other)
     }
 
-    fn unprotect(&mut self, inode: BorrowedFd<'_>) -> io::Result<()> {
-        crate::enforce::inode_marks::ProtectedInodeMap::unprotect(self, inode)
-            .map_err(io::Error::other)
+    fn unmark(&mut self, inode: BorrowedFd<'_>) -> io::Result<()> {
+        crate::enforce::inode_marks::InodeMarks::unmark(self, inode).map_err(io::Error::other)
     }
 }

@@ -108,7 +108,7 @@ impl Protector {
         for path in &report.unprotected {
             if let Some(file) = open_path(path, false)? {
                 self.marker
-                    .unprotect(file.as_fd())
+                    .unmark(file.as_fd())
                     .with_context(|| format!("unmarking {}", path.display()))?;
             }
         }
@@ -197,7 +197,7 @@ impl Pass<'_> {
                 );
             }
             self.marker
-                .protect(file.as_fd())
+                .mark(file.as_fd())
                 .with_context(|| format!("marking {} protected in the kernel", path.display()))?;
             if !self.previously.contains_key(&id) {
                 self.report.newly_marked.push(path.to_owned());
@@ -225,7 +225,7 @@ mod tests {
     }
 
     impl InodeMarker for Recorder {
-        fn protect(&mut self, inode: BorrowedFd<'_>) -> io::Result<()> {
+        fn mark(&mut self, inode: BorrowedFd<'_>) -> io::Result<()> {
             if self.fail {
                 return Err(io::Error::from_raw_os_error(libc::ENOMEM));
             }
@@ -234,7 +234,7 @@ mod tests {
             Ok(())
         }
 
-        fn unprotect(&mut self, inode: BorrowedFd<'_>) -> io::Result<()> {
+        fn unmark(&mut self, inode: BorrowedFd<'_>) -> io::Result<()> {
             let meta = nix::sys::stat::fstat(inode)?;
             self.marks
                 .lock()

@@ -59,6 +59,8 @@ pub mod hook {
     pub const SEM_SEMCTL: u32 = 34;
     pub const FILE_IOCTL: u32 = 35;
     pub const FILE_IOCTL_COMPAT: u32 = 36;
+    pub const UNIX_STREAM_CONNECT: u32 = 37;
+    pub const UNIX_MAY_SEND: u32 = 38;
 }
 
 /// The LSM hook name for a [`hook`] id.
@@ -100,6 +102,8 @@ pub fn hook_name(id: u32) -> &'static str {
         hook::SEM_SEMCTL => "sem_semctl",
         hook::FILE_IOCTL => "file_ioctl",
         hook::FILE_IOCTL_COMPAT => "file_ioctl_compat",
+        hook::UNIX_STREAM_CONNECT => "unix_stream_connect",
+        hook::UNIX_MAY_SEND => "unix_may_send",
         _ => "unknown",
     }
 }
@@ -110,6 +114,10 @@ pub const TARGET_TASK: u32 = 1;
 pub const TARGET_INODE: u32 = 2;
 /// A System V IPC object: `target_domain` is its creator's, `ipc_id` its id and `inode` its key.
 pub const TARGET_IPC: u32 = 3;
+/// A Unix socket: `target_domain` is its maker's; for a socket bound to a name in the
+/// filesystem `inode` and `dev` are its socket file's, and `target_comm` holds the first bytes
+/// of its address (an abstract name starts with a NUL byte).
+pub const TARGET_SOCKET: u32 = 4;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

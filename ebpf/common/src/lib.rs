@@ -70,6 +70,23 @@ pub const DENTRY_D_INODE_PLACEHOLDER: i16 = 0x7ead;
 
 /// Placeholder load offset for `task_struct->bpf_storage`, patched like the one above.
 pub const TASK_BPF_STORAGE_PLACEHOLDER: i16 = 0x7eb5;
+/// Placeholder load offset for `socket->sk` (the `struct sock` of a socket), patched likewise.
+pub const SOCKET_SK_PLACEHOLDER: i16 = 0x7ebd;
+/// Placeholder load offset for `unix_sock->path.dentry` (the name a Unix socket is bound to in
+/// the filesystem; null for an abstract or unnamed socket), patched likewise.
+pub const UNIX_SOCK_PATH_DENTRY_PLACEHOLDER: i16 = 0x7ec5;
+/// Placeholder load offset for `unix_sock->peer` (the socket a Unix socket is connected to).
+pub const UNIX_SOCK_PEER_PLACEHOLDER: i16 = 0x7ecd;
+
+/// Name of the BPF socket-storage map holding the domain of the task that made each Unix
+/// socket; a socket made outside every domain has no entry.
+pub const SOCKET_DOMAIN_MAP: &str = "SOCKET_DOMAIN";
+/// Name of the BPF inode-storage map marking the socket files (pathname Unix sockets) that
+/// tasks in domains may connect and send to although they belong to no domain: the agent's own
+/// API socket and the node's configured `sockets.reachable` paths.
+pub const REACHABLE_SOCKET_MAP: &str = "UNIX_REACHABLE";
+/// Value stored for a reachable socket file.
+pub const REACHABLE: u64 = 1;
 
 /// Names of the globals locating, in a task's local-storage header, the elements and the map
 /// each belongs to (struct bpf_local_storage, bpf_local_storage_elem), set by the agent from
@@ -135,6 +152,9 @@ pub const LSM_PROGRAMS: &[(&str, &str)] = &[
     ("shm_shmctl", "shm_shmctl"),
     ("msg_queue_msgctl", "msg_queue_msgctl"),
     ("sem_semctl", "sem_semctl"),
+    ("socket_post_create", "socket_post_create"),
+    ("unix_stream_connect", "unix_stream_connect"),
+    ("unix_may_send", "unix_may_send"),
     ("file_fcntl", "file_fcntl"),
     ("file_ioctl", "file_ioctl"),
     ("file_ioctl_compat", "file_ioctl_compat"),

@@ -20,7 +20,7 @@ use bulkhead_common::{
     DomainId,
     audit::{
         AUDIT_EVENTS_BYTES, AuditEvent, DECISION_AUDITED, DECISION_DENIED, MODE_AUDIT,
-        TARGET_INODE, TARGET_IPC, TARGET_TASK,
+        TARGET_INODE, TARGET_IPC, TARGET_SOCKET, TARGET_TASK,
     },
 };
 
@@ -53,6 +53,12 @@ static SB_DEV_OFFSET: u64 = 0;
 static IPC_ID_OFFSET: u64 = 0;
 #[unsafe(no_mangle)]
 static IPC_KEY_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+static UNIX_SOCK_ADDR_OFFSET: u64 = 0;
+/// Offset of `sun_path` in a `struct unix_address`: its `name` member plus the two bytes of
+/// `sun_family`.
+#[unsafe(no_mangle)]
+static UNIX_ADDRESS_PATH_OFFSET: u64 = 0;
 
 fn global(value: &'static u64) -> u64 {
     // SAFETY: reading a global of this object; volatile so the build-time zero is not folded.
@@ -95,14 +101,30 @@ fn verdict_and_record(mut event: AuditEvent) -> i32 {
     if audit_only { 0 } else { -EPERM }
 }
 
-/// A refusal with no object beyond the hook itself (bpf, lockdown, modules, mounts).
+/// The record of a refusal by `hook` of `access` to a task in domain `actor`, its target yet to
+/// be described.
 #[inline(always)]
-pub fn refuse(hook: u32, access: u32, actor: DomainId) -> i32 {
+fn event(hook: u32, access: u32, actor: DomainId) -> AuditEvent {
     let mut event = AuditEvent::zeroed();
     event.hook = hook;
     event.access = access;
     event.actor_domain = actor;
-    verdict_and_record(event)
+    event
+}
+
+/// Puts an inode's number and device into the record.
+#[inline(always)]
+fn describe_inode(event: &mut AuditEvent, inode: *mut c_void) {
+    let base = inode as u64;
+    event.inode = read_at::<u64>(base, &INODE_INO_OFFSET).unwrap_or(0);
+    let superblock = read_at::<u64>(base, &INODE_SB_OFFSET).unwrap_or(0);
+    event.dev = u64::from(read_at::<u32>(superblock, &SB_DEV_OFFSET).unwrap_or(0));
+}
+
+/// A refusal with no object beyond the hook itself (bpf, lockdown, modules, mounts).
+#[inline(always)]
+pub fn refuse(hook: u32, access: u32, actor: DomainId) -> i32 {
+    verdict_and_record(event(hook, access, actor))
 }
 
 /// A refusal to reach another task.
@@ -114,10 +136,7 @@ pub fn refuse_task(
     target: *mut task_struct,
     target_domain: DomainId,
 ) -> i32 {
-    let mut event = AuditEvent::zeroed();
-    event.hook = hook;
-    event.access = access;
-    event.actor_domain = actor;
+    let mut event = event(hook, access, actor);
     event.target_kind = TARGET_TASK;
     event.target_domain = target_domain;
     let base = target as u64;
@@ -130,15 +149,9 @@ pub fn refuse_task(
 /// A refusal to use a protected inode.
 #[inline(always)]
 pub fn refuse_inode(hook: u32, access: u32, actor: DomainId, inode: *mut c_void) -> i32 {
-    let mut event = AuditEvent::zeroed();
-    event.hook = hook;
-    event.access = access;
-    event.actor_domain = actor;
+    let mut event = event(hook, access, actor);
     event.target_kind = TARGET_INODE;
-    let base = inode as u64;
-    event.inode = read_at::<u64>(base, &INODE_INO_OFFSET).unwrap_or(0);
-    let superblock = read_at::<u64>(base, &INODE_SB_OFFSET).unwrap_or(0);
-    event.dev = u64::from(read_at::<u32>(superblock, &SB_DEV_OFFSET).unwrap_or(0));
+    describe_inode(&mut event, inode);
     verdict_and_record(event)
 }
 
@@ -151,14 +164,34 @@ pub fn refuse_ipc(
     object: *mut c_void,
     owner: DomainId,
 ) -> i32 {
-    let mut event = AuditEvent::zeroed();
-    event.hook = hook;
-    event.access = access;
-    event.actor_domain = actor;
+    let mut event = event(hook, access, actor);
     event.target_kind = TARGET_IPC;
     event.target_domain = owner;
     let base = object as u64;
     event.ipc_id = read_at::<u32>(base, &IPC_ID_OFFSET).unwrap_or(0);
     event.inode = u64::from(read_at::<u32>(base, &IPC_KEY_OFFSET).unwrap_or(0));
+    verdict_and_record(event)
+}
+
+/// A refusal to connect or send to the Unix socket `unix` (a `struct unix_sock`, or null when
+/// the hook gave none) of another domain (or of none). `socket_file` is the inode the socket is
+/// bound to in the filesystem, or null.
+#[inline(always)]
+pub fn refuse_socket(
+    hook: u32,
+    access: u32,
+    actor: DomainId,
+    unix: *mut c_void,
+    owner: DomainId,
+    socket_file: *mut c_void,
+) -> i32 {
+    let mut event = event(hook, access, actor);
+    event.target_kind = TARGET_SOCKET;
+    event.target_domain = owner;
+    if !socket_file.is_null() {
+        describe_inode(&mut event, socket_file);
+    }
+    let address = read_at::<u64>(unix as u64, &UNIX_SOCK_ADDR_OFFSET).unwrap_or(0);
+    event.target_comm = read_at::<[u8; 16]>(address, &UNIX_ADDRESS_PATH_OFFSET).unwrap_or([0; 16]);
     verdict_and_record(event)
 }

@@ -14,19 +14,47 @@
 use core::ffi::c_void;
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
-use bulkhead_common::{DENTRY_D_INODE_PLACEHOLDER, FOWN_FILE_BACK_POINTER, FOWN_FILE_EMBEDDED};
+use bulkhead_common::{
+    DENTRY_D_INODE_PLACEHOLDER, FOWN_FILE_BACK_POINTER, FOWN_FILE_EMBEDDED, SOCKET_SK_PLACEHOLDER,
+    UNIX_SOCK_PATH_DENTRY_PLACEHOLDER, UNIX_SOCK_PEER_PLACEHOLDER,
+};
+
+/// The pointer field at placeholder offset `PLACEHOLDER` of the BTF object at `base`.
+#[inline(always)]
+fn pointer_field<const PLACEHOLDER: i16>(base: *const c_void) -> *mut c_void {
+    // SAFETY: `base` is a BTF pointer to a live kernel struct (a hook argument, or a pointer
+    // read from one); the verifier turns this into a checked kernel load at the offset the
+    // agent patched in, and refuses the program if that offset is not the field's.
+    unsafe {
+        base.byte_add(PLACEHOLDER as usize)
+            .cast::<*mut c_void>()
+            .read_volatile()
+    }
+}
 
 /// `dentry->d_inode` (null for a negative dentry).
 #[inline(always)]
 pub fn dentry_inode(dentry: *const c_void) -> *mut c_void {
-    // SAFETY: `dentry` is a BTF pointer to a live `struct dentry` handed to the hook; the
-    // verifier turns this into a checked kernel load at the offset the agent patched in.
-    unsafe {
-        dentry
-            .byte_add(DENTRY_D_INODE_PLACEHOLDER as usize)
-            .cast::<*mut c_void>()
-            .read_volatile()
-    }
+    pointer_field::<DENTRY_D_INODE_PLACEHOLDER>(dentry)
+}
+
+/// `socket->sk`, the socket's `struct sock` (null only before it is set up or after release).
+#[inline(always)]
+pub fn socket_sk(socket: *const c_void) -> *mut c_void {
+    pointer_field::<SOCKET_SK_PLACEHOLDER>(socket)
+}
+
+/// `unix_sock->path.dentry`: the socket file a Unix socket is bound to, or null when it is
+/// abstract, unnamed or not bound. `unix` must come from `bpf_skc_to_unix_sock`.
+#[inline(always)]
+pub fn unix_bound_dentry(unix: *const c_void) -> *mut c_void {
+    pointer_field::<UNIX_SOCK_PATH_DENTRY_PLACEHOLDER>(unix)
+}
+
+/// `unix_sock->peer`: the socket a Unix socket is connected to, or null.
+#[inline(always)]
+pub fn unix_peer(unix: *const c_void) -> *mut c_void {
+    pointer_field::<UNIX_SOCK_PEER_PLACEHOLDER>(unix)
 }
 
 /// How to get from a `struct fown_struct *` to its file, set by the agent from the kernel's

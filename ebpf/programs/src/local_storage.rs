@@ -1,11 +1,11 @@
-//! BTF definitions of BPF local-storage maps (task and inode storage).
+//! BTF definitions of BPF local-storage maps (task, inode and socket storage).
 //!
 //! aya-ebpf 0.2 ships no wrapper for either map type, so they are declared here the way libbpf
 //! declares BTF-defined maps: the loader reads each attribute from the *type* of a pointer field
 //! (an array's length encodes the number). The pointers are never dereferenced.
 //!
-//! Local storage is keyed by the kernel object itself (a `task_struct` or an `inode` the hook
-//! already holds) and is freed with it, so nothing is keyed by a recyclable number (PID, inode
+//! Local storage is keyed by the kernel object itself (a `task_struct`, an `inode` or a `sock` the
+//! hook already holds) and is freed with it, so nothing is keyed by a recyclable number (PID, inode
 //! number) and no struct field is read at a compiled-in offset.
 
 use core::{ffi::c_void, ptr};
@@ -14,6 +14,7 @@ use aya_ebpf::bindings::{BPF_F_NO_PREALLOC, bpf_map_type};
 
 pub const TASK_STORAGE: usize = bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE as usize;
 pub const INODE_STORAGE: usize = bpf_map_type::BPF_MAP_TYPE_INODE_STORAGE as usize;
+pub const SK_STORAGE: usize = bpf_map_type::BPF_MAP_TYPE_SK_STORAGE as usize;
 
 #[repr(C)]
 pub struct LocalStorage<V, const MAP_TYPE: usize> {

@@ -1,10 +1,11 @@
 //! bulkhead's eBPF LSM programs.
 //!
 //! The task-to-task rule lives in one function, [`may_reach`], in the manner of Landlock's
-//! `task_is_scoped`: every hook that lets one task reach another asks it. Hooks are grouped by
-//! what they guard: other tasks (tasks.rs), signals through file owners (signals.rs), protected
-//! files (files.rs), and the kernel itself (kernel.rs). lifecycle.rs counts each domain's live
-//! tasks.
+//! `task_is_scoped`: every hook that lets one task reach another asks it, and so does every
+//! hook that lets a task use an object another task made. Hooks are grouped by what they
+//! guard: other tasks (tasks.rs), signals through file owners (signals.rs), System V IPC
+//! objects (ipc.rs), Unix sockets (sockets.rs), terminals (ioctls.rs), protected files
+//! (files.rs), and the kernel itself (kernel.rs). lifecycle.rs counts each domain's live tasks.
 #![no_std]
 #![no_main]
 // Fetching atomics on map values (see atomic.rs).
@@ -24,6 +25,7 @@ mod lifecycle;
 mod local_storage;
 mod protected_inode;
 mod signals;
+mod sockets;
 mod task_domain;
 mod tasks;
 
