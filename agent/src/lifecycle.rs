@@ -58,7 +58,13 @@ impl DomainEnds {
                     drain(guard.get_inner_mut(), &domains, report);
                     guard.clear_ready();
                 }
-                _ = every.tick() => scan(&domains, report),
+                _ = every.tick() => {
+                    // The ring first: when the tick and an announcement are ready together,
+                    // select! may pick the tick, and the scan would take an announced end for
+                    // one it found itself (and lose its exact time).
+                    drain(ring.get_mut(), &domains, report);
+                    scan(&domains, report);
+                }
             }
         }
     }
