@@ -37,12 +37,15 @@ pub enum Access {
     MovePages,
     GetPgid,
     GetSid,
+    ProcOomScoreAdj,
+    ProcCoredumpFilter,
+    ProcClearRefs,
 }
 
 impl Access {
     /// Every access that targets another process by pid (PTRACE_TRACEME is tested separately:
     /// its target is always the parent).
-    pub const ALL: [Access; 23] = [
+    pub const ALL: [Access; 26] = [
         Access::PtraceAttach,
         Access::PtraceSeize,
         Access::ProcMem,
@@ -66,6 +69,9 @@ impl Access {
         Access::MovePages,
         Access::GetPgid,
         Access::GetSid,
+        Access::ProcOomScoreAdj,
+        Access::ProcCoredumpFilter,
+        Access::ProcClearRefs,
     ];
 
     pub fn name(self) -> &'static str {
@@ -93,6 +99,9 @@ impl Access {
             Access::MovePages => "move-pages",
             Access::GetPgid => "getpgid",
             Access::GetSid => "getsid",
+            Access::ProcOomScoreAdj => "proc-oom-score-adj-write",
+            Access::ProcCoredumpFilter => "proc-coredump-filter-write",
+            Access::ProcClearRefs => "proc-clear-refs-write",
         }
     }
 
@@ -221,6 +230,17 @@ pub fn attempt(access: Access, target: &Target) -> Outcome {
         Access::ProcRootTraverse => traverse(access, &format!("/proc/{pid}/root/")),
         Access::ProcessVmReadv => process_vm_readv(target),
         Access::PidfdGetfd => pidfd_getfd(pid),
+        Access::ProcOomScoreAdj => write_back(access, &format!("/proc/{pid}/oom_score_adj")),
+        // Shown in hex without a prefix, parsed with the prefix's base: written back with one.
+        Access::ProcCoredumpFilter => {
+            let path = format!("/proc/{pid}/coredump_filter");
+            match fs::read_to_string(&path) {
+                Ok(value) => write_proc(access, &path, &format!("0x{}", value.trim())),
+                Err(err) => Outcome::Error(format!("reading {path}: {err}")),
+            }
+        }
+        // Write-only; 5 resets the peak RSS count, the only request that changes no page.
+        Access::ProcClearRefs => write_proc(access, &format!("/proc/{pid}/clear_refs"), "5"),
         _ => crate::task_control::attempt(access, pid),
     }
 }
@@ -295,6 +315,27 @@ fn read_proc(access: Access, path: &str, marker: Option<&str>) -> Outcome {
             }
             _ => Outcome::Allowed,
         },
+    }
+}
+
+/// Writes back the value a `/proc/<pid>` file holds (world-readable for these files), so an
+/// allowed write changes nothing; the kernel runs every check all the same.
+fn write_back(access: Access, path: &str) -> Outcome {
+    match fs::read_to_string(path) {
+        Ok(value) => write_proc(access, path, value.trim()),
+        Err(err) => Outcome::Error(format!("reading {path}: {err}")),
+    }
+}
+
+fn write_proc(access: Access, path: &str, value: &str) -> Outcome {
+    use std::io::Write;
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|mut file| file.write_all(value.as_bytes()));
+    match written {
+        Ok(()) => Outcome::Allowed,
+        Err(err) => failed(access, path, err),
     }
 }
 

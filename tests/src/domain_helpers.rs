@@ -66,18 +66,11 @@ pub fn linger(go_file: &str) -> i32 {
     EXIT_OK
 }
 
-/// Puts itself in a new cgroup allowing one task (itself), so every fork is refused by the
-/// pids controller after `task_alloc` has already labelled the child. Prints
+/// Run sealed in a cgroup that allows one task (itself), so every fork is refused by the pids
+/// controller after `task_alloc` has already labelled the child. Prints
 /// "DOMAIN FAILED_FORKS".
-pub fn fork_fail(cgroup: &str) -> i32 {
+pub fn fork_fail() -> i32 {
     let domain = own_domain();
-    let setup = std::fs::create_dir_all(cgroup)
-        .and_then(|()| std::fs::write(format!("{cgroup}/pids.max"), "1"))
-        .and_then(|()| std::fs::write(format!("{cgroup}/cgroup.procs"), "0"));
-    if let Err(err) = setup {
-        eprintln!("cgroup {cgroup}: {err}");
-        return EXIT_WRONG;
-    }
     let mut failed = 0;
     for _ in 0..20 {
         // SAFETY: a child that is created after all exits at once.
@@ -129,7 +122,7 @@ pub fn exit_storm(threads: &str) -> i32 {
     };
     say(&own_domain());
     let mut refused = 0;
-    for _ in 0..2 {
+    for round in 0..2 {
         // Blocked, not polling: hundreds of waiting threads must not starve the guest.
         let go = Arc::new((Mutex::new(false), Condvar::new()));
         let running: Vec<_> = (0..threads)
@@ -142,7 +135,10 @@ pub fn exit_storm(threads: &str) -> i32 {
                         released = wake.wait(released).unwrap_or_else(|e| e.into_inner());
                     }
                 });
-                if spawned.is_err() {
+                if let Err(err) = &spawned {
+                    if refused == 0 {
+                        eprintln!("exit storm round {round}: thread refused: {err}");
+                    }
                     refused += 1;
                 }
                 spawned.ok()

@@ -14,7 +14,7 @@ use bulkhead::api::{
 use crate::{
     access::{self, Access, Outcome, Target, cstring},
     broker_exec_helpers, broker_helpers, domain_helpers, file_access, ipc_access, kernel_access,
-    perf_access, signal_access, socket_access, tty_access,
+    key_access, perf_access, signal_access, socket_access, tty_access,
 };
 
 /// Bytes every process of this binary holds at a known address, for memory-read checks.
@@ -59,7 +59,7 @@ pub fn main(args: &[String]) -> i32 {
         ["busy-attacker", sup, stop_file] => crate::scenarios_lookup::busy_attacker(sup, stop_file),
         ["flood", count] => flood(count),
         ["linger", go_file] => domain_helpers::linger(go_file),
-        ["fork-fail", cgroup] => domain_helpers::fork_fail(cgroup),
+        ["fork-fail"] => domain_helpers::fork_fail(),
         ["fork-churn", stop_file] => domain_helpers::fork_churn(stop_file),
         ["exit-storm", threads] => domain_helpers::exit_storm(threads),
         ["ipc-create", kind, key] => match ipc_access::create(kind, parse_key(key)) {
@@ -89,6 +89,20 @@ pub fn main(args: &[String]) -> i32 {
         ["unix-op", op, kind, name] => report(socket_access::attempt(op, kind, name)),
         ["unix-same-domain", kind, name] => report(socket_access::same_domain(kind, name)),
         ["unix-handed-over", outside] => report(socket_access::handed_over(outside, seal_self)),
+        ["key-serve", name] => match key_access::serve(name) {
+            Ok(()) => EXIT_OK,
+            Err(err) => {
+                eprintln!("{err}");
+                EXIT_WRONG
+            }
+        },
+        ["key-op", op, serial, name] => report(key_access::attempt(
+            op,
+            serial.parse().expect("serial"),
+            name,
+        )),
+        ["key-same-domain", name] => report(key_access::same_domain(name)),
+        ["key-session-to-parent"] => report(key_access::session_to_parent()),
         ["list-domains"] => list_domains(),
         ["supervise", token_file] => broker_helpers::supervise(token_file),
         ["task-checks", sup, domain, addr, tail] => {

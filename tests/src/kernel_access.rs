@@ -1,5 +1,5 @@
-//! What root inside a domain could use to undo the domain: bpf(), lockdown-guarded devices,
-//! kernel modules, mounts.
+//! What root inside a domain could use to undo the domain or act on the whole node: bpf(),
+//! lockdown-guarded devices, kernel modules, mounts, sysctls, sysfs and cgroup files.
 //!
 //! `Denied` is EPERM. For module loading the outside control feeds the kernel a blob that is
 //! not a module: getting past the LSM check shows as ENOEXEC, which counts as `Allowed`.
@@ -8,7 +8,21 @@ use std::{fs, io};
 
 use crate::{access::Outcome, fixtures};
 
-pub const OPS: [&str; 6] = ["bpf", "dev-mem", "kcore", "init-module", "mount", "umount"];
+pub const OPS: [&str; 10] = [
+    "bpf",
+    "dev-mem",
+    "kcore",
+    "init-module",
+    "mount",
+    "umount",
+    "sysctl-write",
+    "sysfs-write",
+    "cgroup-mkdir",
+    "cgroup-freeze",
+];
+
+/// A cgroup the suite makes outside any domain (tests/src/scenarios_kernel.rs).
+pub const PROBE_CGROUP: &str = "/sys/fs/cgroup/bulkhead-probe";
 
 fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
     if ret < 0 {
@@ -26,6 +40,14 @@ pub fn attempt(op: &str) -> Outcome {
         "init-module" => init_module_garbage(),
         "mount" => mount_tmpfs(),
         "umount" => nix::mount::umount(fixtures::SCRATCH_MOUNT).map_err(io::Error::from),
+        "sysctl-write" => write_back("/proc/sys/vm/swappiness"),
+        "sysfs-write" => write_back("/sys/kernel/mm/ksm/sleep_millisecs"),
+        "cgroup-mkdir" => {
+            let dir = format!("{PROBE_CGROUP}/child-{}", std::process::id());
+            fs::create_dir(&dir).and_then(|()| fs::remove_dir(&dir))
+        }
+        // Unfreezing a cgroup that is not frozen: the write passes every check, changes nothing.
+        "cgroup-freeze" => fs::write(format!("{PROBE_CGROUP}/cgroup.freeze"), "0"),
         other => return Outcome::Error(format!("unknown kernel op {other}")),
     };
     match result {
@@ -33,6 +55,12 @@ pub fn attempt(op: &str) -> Outcome {
         Err(err) if err.raw_os_error() == Some(libc::EPERM) => Outcome::Denied,
         Err(err) => Outcome::Error(format!("{op}: {err}")),
     }
+}
+
+/// Writes back the value a kernel file holds, so an allowed write changes nothing.
+fn write_back(path: &str) -> io::Result<()> {
+    let value = fs::read_to_string(path)?;
+    fs::write(path, value.trim())
 }
 
 /// BPF_MAP_CREATE of a one-entry array: the simplest bpf() command that does something.

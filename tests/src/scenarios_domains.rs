@@ -172,11 +172,56 @@ fn process_state(pid: &str) -> String {
 /// Forks refused by the pids controller are labelled by task_alloc and then abandoned by the
 /// kernel; they must not keep the domain alive. (The helper checks they really failed.)
 fn failed_forks_are_not_counted() -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
     let cgroup = "/sys/fs/cgroup/bulkhead-fork-fail";
     std::fs::write("/sys/fs/cgroup/cgroup.subtree_control", "+pids")
         .map_err(|err| format!("enabling the pids controller: {err}"))?;
+    // Made and filled from outside any domain: a task in a domain may not write cgroup files.
+    // The cgroup allows one task, the sealed helper itself, so each of its forks is refused.
+    let _ = std::fs::create_dir(cgroup);
+    std::fs::write(format!("{cgroup}/pids.max"), "1")
+        .map_err(|err| format!("{cgroup}/pids.max: {err}"))?;
+    let procs = std::ffi::CString::new(format!("{cgroup}/cgroup.procs")).expect("no NUL");
     let offset = log_len();
-    let words = sealed_helper("end-fork-fail", &["fork-fail", cgroup])?;
+    let mut cmd = Command::new("bulkhead");
+    cmd.args([
+        "exec",
+        "--label",
+        "end-fork-fail",
+        "--",
+        &exe(),
+        "helper",
+        "fork-fail",
+    ])
+    .stdin(Stdio::null());
+    // SAFETY: between fork and exec the child only makes system calls on memory prepared
+    // before the fork (no allocation), moving itself into the cgroup while outside any domain.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+            Ok(())
+        });
+    }
+    let output = cmd.output().map_err(|err| format!("fork-fail: {err}"));
+    let words: Vec<String> = match output {
+        Ok(output) if output.status.success() => String::from_utf8_lossy(&output.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+        Ok(output) => {
+            let _ = std::fs::remove_dir(cgroup);
+            return Err(format!(
+                "fork-fail exited {}: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        Err(err) => return Err(err),
+    };
     let [domain, failed] = words.as_slice() else {
         return Err(format!("fork-fail printed {words:?}"));
     };

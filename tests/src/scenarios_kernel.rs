@@ -12,12 +12,14 @@ use crate::{
 pub fn add(suite: &mut Suite<'_>) {
     for op in OPS {
         suite.add(format!("deny:kernel-{op}:root-in-domain"), move || {
+            make_probe_cgroup()?;
             expect(
                 run_helper(true, "root", &["kernel", op], &[]),
                 Outcome::Denied,
             )
         });
         suite.add(format!("control-outside:kernel-{op}"), move || {
+            make_probe_cgroup()?;
             expect(
                 run_helper(false, "", &["kernel", op], &[]),
                 Outcome::Allowed,
@@ -57,6 +59,16 @@ pub fn add_perf(suite: &mut Suite<'_>, supervisor: i32, other_domain: i32) {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             expect(run_helper(false, "", &args, &[]), Outcome::Allowed)
         });
+    }
+}
+
+/// The cgroup the cgroup ops write to, made outside any domain.
+fn make_probe_cgroup() -> Result<(), String> {
+    let dir = crate::kernel_access::PROBE_CGROUP;
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(err) => Err(format!("creating {dir}: {err}")),
     }
 }
 

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use bulkhead_common::audit::{
-    AuditEvent, DECISION_AUDITED, DECISION_DENIED, TARGET_INODE, TARGET_IPC, TARGET_SOCKET,
-    TARGET_TASK, hook_name,
+    AuditEvent, DECISION_AUDITED, DECISION_DENIED, TARGET_INODE, TARGET_IPC, TARGET_KERNEL_FILE,
+    TARGET_KEY, TARGET_SOCKET, TARGET_TASK, hook_name,
 };
 use serde_json::{Value, json};
 
@@ -49,6 +49,26 @@ fn socket_name(bytes: &[u8; 16]) -> String {
             format!("@{}", String::from_utf8_lossy(&shown))
         }
         _ => comm(bytes),
+    }
+}
+
+/// The name of a kernel filesystem by its magic number (include/uapi/linux/magic.h).
+fn kernel_fs(magic: u32) -> &'static str {
+    match magic {
+        0x9fa0 => "proc",
+        0x0027_e0eb => "cgroup",
+        0x6367_7270 => "cgroup2",
+        0x6265_6572 => "sysfs",
+        0x7363_6673 => "securityfs",
+        0x7472_6163 => "tracefs",
+        0x6462_6720 => "debugfs",
+        0x6265_6570 => "configfs",
+        0x6165_676c => "pstore",
+        0xde5e_81e4 => "efivarfs",
+        0xf97c_ff8c => "selinuxfs",
+        0x4341_5d53 => "smackfs",
+        0xcafe_4a11 => "bpf",
+        _ => "unknown",
     }
 }
 
@@ -99,6 +119,22 @@ pub fn to_json(event: &AuditEvent, context: &Context<'_>) -> Value {
             record["ipc"] = json!({
                 "id": event.ipc_id,
                 "key": event.inode as u32 as i32,
+                "domain": domain(event.target_domain),
+                "label": context.target_label,
+            });
+        }
+        TARGET_KERNEL_FILE => {
+            record["kernel_file"] = json!({
+                "fs": kernel_fs(event.ipc_id),
+                "device": device(event.dev),
+                "inode": event.inode,
+                "domain": domain(event.target_domain),
+                "label": context.target_label,
+            });
+        }
+        TARGET_KEY => {
+            record["key"] = json!({
+                "serial": event.ipc_id as i32,
                 "domain": domain(event.target_domain),
                 "label": context.target_label,
             });
@@ -272,6 +308,50 @@ mod tests {
         assert_eq!(value["socket"]["name"], "/dev/log");
         assert_eq!(value["socket"]["inode"], 42);
         assert_eq!(value["socket"]["device"], "8:1");
+    }
+
+    #[test]
+    fn a_key_denial_names_the_serial_and_the_creator() {
+        let mut event = AuditEvent::zeroed();
+        event.hook = hook::KEY_PERMISSION;
+        event.decision = DECISION_DENIED;
+        event.target_kind = TARGET_KEY;
+        event.access = 2;
+        event.ipc_id = 912_345_678;
+        let value = to_json(
+            &event,
+            &Context {
+                time: "t".into(),
+                actor_label: Some("dag.task"),
+                target_label: None,
+                path: None,
+            },
+        );
+        assert_eq!(value["hook"], "key_permission");
+        assert_eq!(value["key"]["serial"], 912_345_678);
+        assert!(value["key"]["domain"].is_null());
+    }
+
+    #[test]
+    fn a_kernel_file_denial_names_the_filesystem() {
+        let mut event = AuditEvent::zeroed();
+        event.hook = hook::INODE_PERMISSION;
+        event.decision = DECISION_DENIED;
+        event.target_kind = TARGET_KERNEL_FILE;
+        event.ipc_id = 0x6367_7270;
+        event.inode = 5;
+        let value = to_json(
+            &event,
+            &Context {
+                time: "t".into(),
+                actor_label: None,
+                target_label: None,
+                path: None,
+            },
+        );
+        assert_eq!(value["kernel_file"]["fs"], "cgroup2");
+        assert_eq!(value["kernel_file"]["inode"], 5);
+        assert!(value["kernel_file"]["domain"].is_null());
     }
 
     #[test]

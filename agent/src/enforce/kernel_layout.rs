@@ -32,6 +32,10 @@ pub struct KernelLayout {
     pub unix_sock_path_dentry: u16,
     /// `offsetof(struct unix_sock, peer)`; must be a `struct sock *`.
     pub unix_sock_peer: u16,
+    /// `offsetof(struct inode, i_sb)` (a `struct super_block *`) and
+    /// `offsetof(struct super_block, s_magic)` (an `unsigned long`).
+    pub inode_sb: u16,
+    pub sb_magic: u16,
     /// Where a task's storage elements and their maps are.
     pub storage: StorageLayout,
     /// Can the task-storage lookup LSM programs get fail while the element exists? Linux 6.1
@@ -66,6 +70,8 @@ pub struct DescribeOffsets {
     pub sb_dev: u64,
     pub ipc_id: u64,
     pub ipc_key: u64,
+    /// `key.serial`.
+    pub key_serial: u64,
     /// `unix_sock.addr`, and `sun_path` inside a `struct unix_address`.
     pub unix_addr: u64,
     pub unix_address_path: u64,
@@ -136,6 +142,7 @@ impl KernelLayout {
             sb_dev: any("super_block", "s_dev"),
             ipc_id: any("kern_ipc_perm", "id"),
             ipc_key: any("kern_ipc_perm", "key"),
+            key_serial: any("key", "serial"),
             unix_addr: any("unix_sock", "addr"),
             // `name` is a `struct sockaddr_un`, whose `sun_path` follows the u16 family.
             unix_address_path: field(btf, "unix_address", "name", FieldShape::Any)
@@ -145,6 +152,8 @@ impl KernelLayout {
         let unix_path = field(btf, "unix_sock", "path", FieldShape::Embedded("path"))?;
         let path_dentry = field(btf, "path", "dentry", FieldShape::PointerTo("dentry"))?;
         let unix_peer = field(btf, "unix_sock", "peer", FieldShape::PointerTo("sock"))?;
+        let inode_sb = field(btf, "inode", "i_sb", FieldShape::PointerTo("super_block"))?;
+        let sb_magic = field(btf, "super_block", "s_magic", FieldShape::Word)?;
         Ok(Self {
             describe,
             dentry_d_inode: load_offset("dentry.d_inode", dentry_d_inode)?,
@@ -154,6 +163,8 @@ impl KernelLayout {
             socket_sk: load_offset("socket.sk", socket_sk)?,
             unix_sock_path_dentry: load_offset("unix_sock.path.dentry", unix_path + path_dentry)?,
             unix_sock_peer: load_offset("unix_sock.peer", unix_peer)?,
+            inode_sb: load_offset("inode.i_sb", inode_sb)?,
+            sb_magic: load_offset("super_block.s_magic", sb_magic)?,
             storage,
             lookup_may_fail,
         })
@@ -163,10 +174,11 @@ impl KernelLayout {
 impl KernelLayout {
     /// Every struct field the programs load directly: (placeholder offset in the object, the
     /// field's offset on this kernel, its name for errors).
-    pub fn field_loads(&self) -> [(i16, u16, &'static str); 5] {
+    pub fn field_loads(&self) -> [(i16, u16, &'static str); 7] {
         use bulkhead_common::{
-            DENTRY_D_INODE_PLACEHOLDER, SOCKET_SK_PLACEHOLDER, TASK_BPF_STORAGE_PLACEHOLDER,
-            UNIX_SOCK_PATH_DENTRY_PLACEHOLDER, UNIX_SOCK_PEER_PLACEHOLDER,
+            DENTRY_D_INODE_PLACEHOLDER, INODE_SB_PLACEHOLDER, SB_MAGIC_PLACEHOLDER,
+            SOCKET_SK_PLACEHOLDER, TASK_BPF_STORAGE_PLACEHOLDER, UNIX_SOCK_PATH_DENTRY_PLACEHOLDER,
+            UNIX_SOCK_PEER_PLACEHOLDER,
         };
         [
             (
@@ -190,6 +202,8 @@ impl KernelLayout {
                 self.unix_sock_peer,
                 "unix_sock->peer",
             ),
+            (INODE_SB_PLACEHOLDER, self.inode_sb, "inode->i_sb"),
+            (SB_MAGIC_PLACEHOLDER, self.sb_magic, "super_block->s_magic"),
         ]
     }
 }
@@ -255,6 +269,8 @@ enum FieldShape {
     Embedded(&'static str),
     /// A plain `int`.
     Int,
+    /// An 8-byte integer (`unsigned long`, `u64`).
+    Word,
     /// Only the offset matters (describing fields).
     Any,
 }
@@ -292,6 +308,7 @@ fn field(btf: &Btf, structure: &str, member: &str, shape: FieldShape) -> anyhow:
                 btf.resolve_name(s).ok().as_deref() == Some(name)
             }
             (FieldShape::Int, Type::Int(int)) => int.size() == 4,
+            (FieldShape::Word, Type::Int(int)) => int.size() == 8,
             _ => false,
         };
         if !ok {
@@ -299,6 +316,7 @@ fn field(btf: &Btf, structure: &str, member: &str, shape: FieldShape) -> anyhow:
                 FieldShape::PointerTo(name) => format!("struct {name} *"),
                 FieldShape::Embedded(name) => format!("struct {name}"),
                 FieldShape::Int => "int".to_owned(),
+                FieldShape::Word => "8-byte integer".to_owned(),
                 FieldShape::Any => unreachable!("returned above"),
             };
             bail!("{structure}.{member} is not a {expected} in this kernel");
@@ -350,6 +368,7 @@ mod tests {
             d.sb_dev,
             d.ipc_id,
             d.ipc_key,
+            d.key_serial,
             d.unix_addr,
             d.unix_address_path,
         ] {

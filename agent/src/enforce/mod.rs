@@ -27,6 +27,7 @@ use bulkhead_common::{
     FOWN_FILE_MODE_GLOBAL, FOWN_FILE_OFFSET_GLOBAL, LOOKUP_MAY_FAIL_GLOBAL, LSM_PROGRAMS,
     PROTECTED_INODE_MAP, REACHABLE_SOCKET_MAP, SELEM_SMAP_OFFSET_GLOBAL, SELEM_SNODE_OFFSET_GLOBAL,
     STORAGE_LIST_OFFSET_GLOBAL, TASK_DOMAIN_MAP, USER_NS_LEVEL_OFFSET_GLOBAL,
+    hook_abi::HELPER_READ_ARGS,
     lifecycle::{DOMAIN_EVENTS_MAP, DOMAIN_TASKS_MAP, TRACE_PROGRAMS},
 };
 
@@ -119,6 +120,9 @@ impl Enforcement {
         object.patch_hook_args(&slots)?;
         object.patch_field_loads(&layout)?;
 
+        // Arguments the programs read with bpf_get_func_arg get their slot through a global.
+        let helper_slots: Vec<u64> = slots.slots.iter().map(|slot| u64::from(*slot)).collect();
+
         pins.prepare()?;
         map_compat::check_pinned(object.bytes(), pins)?;
         let adopted = pins.has_pinned_maps();
@@ -126,6 +130,9 @@ impl Enforcement {
         let mut loader = EbpfLoader::new();
         for name in PINNED_MAPS {
             loader.map_pin_path(name, pins.map(name));
+        }
+        for (id, global) in HELPER_READ_ARGS {
+            loader.override_global(global, &helper_slots[*id as usize], true);
         }
         let mut ebpf = loader
             // The task- and socket-storage maps, which aya 0.14 creates but does not wrap.
@@ -149,6 +156,7 @@ impl Enforcement {
             .override_global("SB_DEV_OFFSET", &layout.describe.sb_dev, true)
             .override_global("IPC_ID_OFFSET", &layout.describe.ipc_id, true)
             .override_global("IPC_KEY_OFFSET", &layout.describe.ipc_key, true)
+            .override_global("KEY_SERIAL_OFFSET", &layout.describe.key_serial, true)
             .override_global("UNIX_SOCK_ADDR_OFFSET", &layout.describe.unix_addr, true)
             .override_global(
                 "UNIX_ADDRESS_PATH_OFFSET",

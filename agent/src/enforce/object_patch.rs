@@ -172,6 +172,7 @@ fn as_bytes_mut(words: &mut [u64]) -> &mut [u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bulkhead_common::hook_abi::HELPER_READ_ARGS;
 
     static OBJECT: &[u8] = super::super::EBPF_OBJECT;
 
@@ -210,6 +211,46 @@ mod tests {
         assert!(changed <= 2 * patched, "{changed} bytes changed");
     }
 
+    /// Every value the agent writes into the object (the globals `override_global` sets) must
+    /// be in `.rodata.agent`: in plain `.rodata` an immutable static may be merged with
+    /// identical constants elsewhere in the object, which the agent's value would then
+    /// overwrite (this happened: see ebpf/programs/src/agent_set.rs). So no named global may
+    /// be in any other read-only section.
+    #[test]
+    fn every_global_the_agent_sets_has_a_section_of_its_own() {
+        use object::{ObjectSymbol, SymbolKind};
+        let file = object::File::parse(OBJECT).unwrap();
+        let section_of = |sym: &object::Symbol<'_, '_>| {
+            sym.section_index()
+                .and_then(|index| file.section_by_index(index).ok())
+                .and_then(|section| section.name().ok().map(str::to_owned))
+                .unwrap_or_default()
+        };
+        let misplaced: Vec<(String, String)> = file
+            .symbols()
+            .filter(|sym| sym.is_global() && sym.kind() == SymbolKind::Data)
+            .map(|sym| (sym.name().unwrap_or_default().to_owned(), section_of(&sym)))
+            .filter(|(_, section)| section.starts_with(".rodata") && section != ".rodata.agent")
+            // aya-log's level: read-only, but never written by the agent.
+            .filter(|(name, _)| name != "AYA_LOG_LEVEL")
+            .collect();
+        assert!(
+            misplaced.is_empty(),
+            "globals outside .rodata.agent: {misplaced:?}"
+        );
+        for name in [
+            bulkhead_common::LOOKUP_MAY_FAIL_GLOBAL,
+            bulkhead_common::hook_abi::HELPER_READ_ARGS[0].1,
+        ] {
+            let symbol = file.symbols().find(|sym| sym.name() == Ok(name));
+            assert_eq!(
+                symbol.as_ref().map(section_of).as_deref(),
+                Some(".rodata.agent"),
+                "{name}"
+            );
+        }
+    }
+
     #[test]
     fn an_object_without_placeholders_is_refused() {
         let mut object = AlignedObject::new(OBJECT);
@@ -241,9 +282,13 @@ mod tests {
         let mut object = AlignedObject::new(OBJECT);
         let before = placeholder_loads(&object);
         for (id, arg) in HOOK_ARGS.iter().enumerate() {
-            assert!(
+            let by_helper = HELPER_READ_ARGS
+                .iter()
+                .any(|(helper_id, _)| *helper_id as usize == id);
+            assert_eq!(
                 before.contains(&id),
-                "no program reads {:?} of {}",
+                !by_helper,
+                "{:?} of {} must be read by a context load unless the helper reads it",
                 arg.param,
                 arg.hook
             );

@@ -61,6 +61,8 @@ pub mod hook {
     pub const FILE_IOCTL_COMPAT: u32 = 36;
     pub const UNIX_STREAM_CONNECT: u32 = 37;
     pub const UNIX_MAY_SEND: u32 = 38;
+    pub const KEY_PERMISSION: u32 = 39;
+    pub const CRED_ALLOC_BLANK: u32 = 40;
 }
 
 /// The LSM hook name for a [`hook`] id.
@@ -104,6 +106,8 @@ pub fn hook_name(id: u32) -> &'static str {
         hook::FILE_IOCTL_COMPAT => "file_ioctl_compat",
         hook::UNIX_STREAM_CONNECT => "unix_stream_connect",
         hook::UNIX_MAY_SEND => "unix_may_send",
+        hook::KEY_PERMISSION => "key_permission",
+        hook::CRED_ALLOC_BLANK => "cred_alloc_blank",
         _ => "unknown",
     }
 }
@@ -118,6 +122,13 @@ pub const TARGET_IPC: u32 = 3;
 /// filesystem `inode` and `dev` are its socket file's, and `target_comm` holds the first bytes
 /// of its address (an abstract name starts with a NUL byte).
 pub const TARGET_SOCKET: u32 = 4;
+/// A file of a filesystem that acts on processes or the kernel (procfs, cgroupfs, sysfs, ...):
+/// `inode` and `dev` as for TARGET_INODE, `ipc_id` the filesystem's magic number, and for a
+/// `/proc/<pid>` file `target_domain` the domain of the task it belongs to.
+pub const TARGET_KERNEL_FILE: u32 = 5;
+/// A key or keyring: `ipc_id` its serial number (as `keyctl` shows it), `target_domain` its
+/// creator's domain.
+pub const TARGET_KEY: u32 = 6;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

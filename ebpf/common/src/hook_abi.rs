@@ -66,6 +66,13 @@ pub fn arg_of_placeholder(offset: i16) -> Option<usize> {
     (id < HOOK_ARGS.len()).then_some(id)
 }
 
+/// Arguments no program may load from its context: `key_ref_t` points to a struct the kernel
+/// never defines, and before 7.0 the verifier refuses a context load of such a pointer. The
+/// programs read these with `bpf_get_func_arg`, from the slot the agent writes into the named
+/// global (unset, the slot is out of range and the read fails: the hook refuses).
+pub const HELPER_READ_ARGS: &[(ArgId, &str)] =
+    &[(ArgId::KeyPermissionKeyRef, "KEY_PERMISSION_KEY_REF_SLOT")];
+
 const fn lsm(hook: &'static str, param: Param) -> HookArg {
     HookArg {
         hook,
@@ -168,6 +175,12 @@ hook_args! {
     UnixMaySendSock => lsm("unix_may_send", named_ptr("socket", "sock")),
     UnixMaySendOther => lsm("unix_may_send", named_ptr("socket", "other")),
     UnixMaySendVerdict => lsm("unix_may_send", VERDICT),
+    KeyAllocKey => lsm("key_alloc", ptr("key")),
+    KeyAllocVerdict => lsm("key_alloc", VERDICT),
+    KeyPermissionKeyRef => lsm("key_permission", ptr("__key_reference_with_attributes")),
+    KeyPermissionNeed => lsm("key_permission", int("need_perm")),
+    KeyPermissionVerdict => lsm("key_permission", VERDICT),
+    CredAllocBlankVerdict => lsm("cred_alloc_blank", VERDICT),
     FileFcntlFile => lsm("file_fcntl", ptr("file")),
     FileFcntlCmd => lsm("file_fcntl", int("cmd")),
     FileFcntlArg => lsm("file_fcntl", int("arg")),
@@ -184,6 +197,8 @@ hook_args! {
     FileSendSigiotaskFown => lsm("file_send_sigiotask", ptr("fown_struct")),
     FileSendSigiotaskSig => lsm("file_send_sigiotask", int("sig")),
     FileSendSigiotaskVerdict => lsm("file_send_sigiotask", VERDICT),
+    TaskToInodeTask => lsm("task_to_inode", ptr("task_struct")),
+    TaskToInodeInode => lsm("task_to_inode", ptr("inode")),
     InodePermissionInode => lsm("inode_permission", ptr("inode")),
     InodePermissionMask => lsm("inode_permission", int("mask")),
     InodePermissionVerdict => lsm("inode_permission", VERDICT),

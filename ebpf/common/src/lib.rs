@@ -60,6 +60,14 @@ pub const IPC_OWNER_MAP: &str = "IPC_OWNER";
 /// creation beyond it is refused with ENOSPC.
 pub const IPC_OWNER_ENTRIES: u32 = 32768;
 
+/// Name of the LRU hash map from a key or keyring (its `struct key` address) to the domain of
+/// the task that created it; keys made outside every domain have no entry.
+pub const KEY_OWNER_MAP: &str = "KEY_OWNER";
+/// Keys and keyrings whose creator's domain is kept. Kernels from 6.12 have no hook when a key
+/// is freed, so records of freed keys linger until evicted, least recently used first; a live
+/// key whose record was evicted counts as made outside every domain (refused to all domains).
+pub const KEY_OWNER_ENTRIES: u32 = 65536;
+
 /// Upper bound on files whose owner was set from inside a domain, across all domains.
 pub const FILE_OWNER_MAP_ENTRIES: u32 = 16384;
 
@@ -77,6 +85,15 @@ pub const SOCKET_SK_PLACEHOLDER: i16 = 0x7ebd;
 pub const UNIX_SOCK_PATH_DENTRY_PLACEHOLDER: i16 = 0x7ec5;
 /// Placeholder load offset for `unix_sock->peer` (the socket a Unix socket is connected to).
 pub const UNIX_SOCK_PEER_PLACEHOLDER: i16 = 0x7ecd;
+
+/// Placeholder load offset for `inode->i_sb`, patched like the one above.
+pub const INODE_SB_PLACEHOLDER: i16 = 0x7ed5;
+/// Placeholder load offset for `super_block->s_magic` (an `unsigned long`), patched likewise.
+pub const SB_MAGIC_PLACEHOLDER: i16 = 0x7edd;
+
+/// Name of the BPF inode-storage map holding, for each `/proc/<pid>` inode of a task in a
+/// domain, that task's domain; inodes of tasks outside every domain have no entry.
+pub const PROC_INODE_DOMAIN_MAP: &str = "PROC_DOMAIN";
 
 /// Name of the BPF socket-storage map holding the domain of the task that made each Unix
 /// socket; a socket made outside every domain has no entry.
@@ -155,12 +172,16 @@ pub const LSM_PROGRAMS: &[(&str, &str)] = &[
     ("socket_post_create", "socket_post_create"),
     ("unix_stream_connect", "unix_stream_connect"),
     ("unix_may_send", "unix_may_send"),
+    ("key_alloc", "key_alloc"),
+    ("key_permission", "key_permission"),
+    ("cred_alloc_blank", "cred_alloc_blank"),
     ("file_fcntl", "file_fcntl"),
     ("file_ioctl", "file_ioctl"),
     ("file_ioctl_compat", "file_ioctl_compat"),
     ("file_set_fowner", "file_set_fowner"),
     ("file_send_sigiotask", "file_send_sigiotask"),
     ("file_free_security", "file_free_security"),
+    ("task_to_inode", "task_to_inode"),
     ("inode_permission", "inode_permission"),
     ("inode_unlink", "inode_unlink"),
     ("inode_rmdir", "inode_rmdir"),

@@ -5,6 +5,7 @@
 //! `bpf_probe_read_kernel` at offsets the agent sets from the kernel's BTF. They only describe
 //! the event; no decision depends on them, so a wrong offset could only garble a log line.
 
+use crate::agent_set::{AgentSet, agent_set};
 use core::ffi::c_void;
 
 use aya_ebpf::{
@@ -20,7 +21,7 @@ use bulkhead_common::{
     DomainId,
     audit::{
         AUDIT_EVENTS_BYTES, AuditEvent, DECISION_AUDITED, DECISION_DENIED, MODE_AUDIT,
-        TARGET_INODE, TARGET_IPC, TARGET_SOCKET, TARGET_TASK,
+        TARGET_INODE, TARGET_IPC, TARGET_KERNEL_FILE, TARGET_KEY, TARGET_SOCKET, TARGET_TASK,
     },
 };
 
@@ -37,38 +38,24 @@ static AUDIT_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 static SETTINGS: Array<u64> = Array::with_max_entries(1, 0);
 
 // Offsets for describing targets, set by the agent from BTF; 0 = unknown, field left empty.
-#[unsafe(no_mangle)]
-static TASK_PID_OFFSET: u64 = 0;
-#[unsafe(no_mangle)]
-static TASK_TGID_OFFSET: u64 = 0;
-#[unsafe(no_mangle)]
-static TASK_COMM_OFFSET: u64 = 0;
-#[unsafe(no_mangle)]
-static INODE_INO_OFFSET: u64 = 0;
-#[unsafe(no_mangle)]
-static INODE_SB_OFFSET: u64 = 0;
-#[unsafe(no_mangle)]
-static SB_DEV_OFFSET: u64 = 0;
-#[unsafe(no_mangle)]
-static IPC_ID_OFFSET: u64 = 0;
-#[unsafe(no_mangle)]
-static IPC_KEY_OFFSET: u64 = 0;
-#[unsafe(no_mangle)]
-static UNIX_SOCK_ADDR_OFFSET: u64 = 0;
-/// Offset of `sun_path` in a `struct unix_address`: its `name` member plus the two bytes of
-/// `sun_family`.
-#[unsafe(no_mangle)]
-static UNIX_ADDRESS_PATH_OFFSET: u64 = 0;
-
-fn global(value: &'static u64) -> u64 {
-    // SAFETY: reading a global of this object; volatile so the build-time zero is not folded.
-    unsafe { core::ptr::read_volatile(value) }
-}
+agent_set!(TASK_PID_OFFSET = 0);
+agent_set!(TASK_TGID_OFFSET = 0);
+agent_set!(TASK_COMM_OFFSET = 0);
+agent_set!(INODE_INO_OFFSET = 0);
+agent_set!(INODE_SB_OFFSET = 0);
+agent_set!(SB_DEV_OFFSET = 0);
+agent_set!(IPC_ID_OFFSET = 0);
+agent_set!(IPC_KEY_OFFSET = 0);
+agent_set!(KEY_SERIAL_OFFSET = 0);
+agent_set!(UNIX_SOCK_ADDR_OFFSET = 0);
+// Offset of `sun_path` in a `struct unix_address`: its `name` member plus the two bytes of
+// `sun_family`.
+agent_set!(UNIX_ADDRESS_PATH_OFFSET = 0);
 
 /// Reads a `T` at `base + offset` of kernel memory, or `None` if unknown or unreadable.
 #[inline(always)]
-fn read_at<T>(base: u64, offset: &'static u64) -> Option<T> {
-    let offset = global(offset);
+fn read_at<T>(base: u64, offset: &'static AgentSet) -> Option<T> {
+    let offset = offset.get();
     if base == 0 || offset == 0 {
         return None;
     }
@@ -193,5 +180,35 @@ pub fn refuse_socket(
     }
     let address = read_at::<u64>(unix as u64, &UNIX_SOCK_ADDR_OFFSET).unwrap_or(0);
     event.target_comm = read_at::<[u8; 16]>(address, &UNIX_ADDRESS_PATH_OFFSET).unwrap_or([0; 16]);
+    verdict_and_record(event)
+}
+
+/// A refusal to write a file of the procfs, cgroupfs or other kernel filesystem with `magic`;
+/// `owner` is the domain of the task a `/proc/<pid>` file belongs to.
+#[inline(always)]
+pub fn refuse_kernel_file(
+    hook: u32,
+    access: u32,
+    actor: DomainId,
+    inode: *mut c_void,
+    magic: u64,
+    owner: DomainId,
+) -> i32 {
+    let mut event = event(hook, access, actor);
+    event.target_kind = TARGET_KERNEL_FILE;
+    event.target_domain = owner;
+    event.ipc_id = magic as u32;
+    describe_inode(&mut event, inode);
+    verdict_and_record(event)
+}
+
+/// A refusal to use the key at address `key` (0 when the hook's argument could not be read) of
+/// another domain (or of none).
+#[inline(always)]
+pub fn refuse_key(hook: u32, access: u32, actor: DomainId, key: u64, owner: DomainId) -> i32 {
+    let mut event = event(hook, access, actor);
+    event.target_kind = TARGET_KEY;
+    event.target_domain = owner;
+    event.ipc_id = read_at::<u32>(key, &KEY_SERIAL_OFFSET).unwrap_or(0);
     verdict_and_record(event)
 }

@@ -16,13 +16,15 @@ use bulkhead_common::audit::hook;
 use crate::{
     audit::refuse_inode,
     hook_args::{hook_arg, verdict},
+    kernel_files::check_write,
     kernel_layout::dentry_inode,
     protected_inode::{is_protected, protect},
     task_domain::restricted_actor,
 };
 
 /// Runs on every path component of every lookup on the machine, so a task outside any domain
-/// leaves after exactly one map lookup (its own task storage).
+/// leaves after exactly one map lookup (its own task storage). For a task in a domain it also
+/// guards writes to procfs, cgroupfs and the other kernel filesystems (kernel_files.rs).
 #[lsm(hook = "inode_permission")]
 pub fn inode_permission(ctx: LsmContext) -> i32 {
     let domain = match restricted_actor(verdict!(ctx, InodePermissionVerdict)) {
@@ -30,15 +32,11 @@ pub fn inode_permission(ctx: LsmContext) -> i32 {
         Err(verdict) => return verdict,
     };
     let inode = hook_arg!(ctx, InodePermissionInode) as *mut c_void;
-    if !is_protected(inode) {
-        return 0;
+    let mask = hook_arg!(ctx, InodePermissionMask) as u32;
+    if is_protected(inode) {
+        return refuse_inode(hook::INODE_PERMISSION, mask, domain, inode);
     }
-    refuse_inode(
-        hook::INODE_PERMISSION,
-        hook_arg!(ctx, InodePermissionMask) as u32,
-        domain,
-        inode,
-    )
+    check_write(domain, inode, mask).unwrap_or(0)
 }
 
 /// A file or directory created inside a protected directory is protected from its first

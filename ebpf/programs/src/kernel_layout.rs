@@ -11,12 +11,14 @@
 //!   offset of the embedded `file->f_owner`, or read the 6.12+ `fown->file` back pointer) is a
 //!   pair of globals the agent sets after checking both fields' types in BTF.
 
+use crate::agent_set::agent_set;
 use core::ffi::c_void;
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
 use bulkhead_common::{
-    DENTRY_D_INODE_PLACEHOLDER, FOWN_FILE_BACK_POINTER, FOWN_FILE_EMBEDDED, SOCKET_SK_PLACEHOLDER,
-    UNIX_SOCK_PATH_DENTRY_PLACEHOLDER, UNIX_SOCK_PEER_PLACEHOLDER,
+    DENTRY_D_INODE_PLACEHOLDER, FOWN_FILE_BACK_POINTER, FOWN_FILE_EMBEDDED, INODE_SB_PLACEHOLDER,
+    SB_MAGIC_PLACEHOLDER, SOCKET_SK_PLACEHOLDER, UNIX_SOCK_PATH_DENTRY_PLACEHOLDER,
+    UNIX_SOCK_PEER_PLACEHOLDER,
 };
 
 /// The pointer field at placeholder offset `PLACEHOLDER` of the BTF object at `base`.
@@ -38,6 +40,17 @@ pub fn dentry_inode(dentry: *const c_void) -> *mut c_void {
     pointer_field::<DENTRY_D_INODE_PLACEHOLDER>(dentry)
 }
 
+/// `inode->i_sb->s_magic`: which kind of filesystem the inode is on, or 0 if it has no
+/// superblock.
+#[inline(always)]
+pub fn inode_fs_magic(inode: *const c_void) -> u64 {
+    let superblock = pointer_field::<INODE_SB_PLACEHOLDER>(inode);
+    if superblock.is_null() {
+        return 0;
+    }
+    pointer_field::<SB_MAGIC_PLACEHOLDER>(superblock) as u64
+}
+
 /// `socket->sk`, the socket's `struct sock` (null only before it is set up or after release).
 #[inline(always)]
 pub fn socket_sk(socket: *const c_void) -> *mut c_void {
@@ -57,24 +70,15 @@ pub fn unix_peer(unix: *const c_void) -> *mut c_void {
     pointer_field::<UNIX_SOCK_PEER_PLACEHOLDER>(unix)
 }
 
-/// How to get from a `struct fown_struct *` to its file, set by the agent from the kernel's
-/// BTF: [`FOWN_FILE_EMBEDDED`] (up to 6.11 the owner is embedded in `struct file` at
-/// `FOWN_FILE_OFFSET`) or [`FOWN_FILE_BACK_POINTER`] (6.12+ allocates it separately and keeps a
-/// `file` pointer in it at `FOWN_FILE_OFFSET`). Zero until set: no file can be found.
-#[unsafe(no_mangle)]
-static FOWN_FILE_MODE: u64 = 0;
-#[unsafe(no_mangle)]
-static FOWN_FILE_OFFSET: u64 = 0;
+// How to get from a `struct fown_struct *` to its file, set by the agent from the kernel's
+// BTF: [`FOWN_FILE_EMBEDDED`] (up to 6.11 the owner is embedded in `struct file` at
+// `FOWN_FILE_OFFSET`) or [`FOWN_FILE_BACK_POINTER`] (6.12+ allocates it separately and keeps a
+// `file` pointer in it at `FOWN_FILE_OFFSET`). Zero until set: no file can be found.
+agent_set!(FOWN_FILE_MODE = 0);
+agent_set!(FOWN_FILE_OFFSET = 0);
 
 fn fown_layout() -> (u64, u64) {
-    // SAFETY: reading globals of this object; volatile so the compiler cannot fold the
-    // build-time zeros into the code.
-    unsafe {
-        (
-            core::ptr::read_volatile(&FOWN_FILE_MODE),
-            core::ptr::read_volatile(&FOWN_FILE_OFFSET),
-        )
-    }
+    (FOWN_FILE_MODE.get(), FOWN_FILE_OFFSET.get())
 }
 
 /// A file's owner record key, computed from the file, or 0 when the layout is unknown. Where
@@ -110,16 +114,14 @@ pub fn fown_file_key(fown: u64) -> u64 {
     }
 }
 
-/// Set by the agent: `offsetof(struct user_namespace, level)`. Zero until set.
-#[unsafe(no_mangle)]
-static USER_NS_LEVEL_OFFSET: u64 = 0;
+// Set by the agent: `offsetof(struct user_namespace, level)`. Zero until set.
+agent_set!(USER_NS_LEVEL_OFFSET = 0);
 
 /// Is `ns` the initial user namespace (nesting level 0)? When the level cannot be read, it
 /// is taken to be: the caller then refuses (fail closed).
 #[inline(always)]
 pub fn in_initial_user_ns(ns: u64) -> bool {
-    // SAFETY: as above.
-    let offset = unsafe { core::ptr::read_volatile(&USER_NS_LEVEL_OFFSET) };
+    let offset = USER_NS_LEVEL_OFFSET.get();
     if ns == 0 || offset == 0 {
         return true;
     }

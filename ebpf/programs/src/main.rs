@@ -4,14 +4,15 @@
 //! `task_is_scoped`: every hook that lets one task reach another asks it, and so does every
 //! hook that lets a task use an object another task made. Hooks are grouped by what they
 //! guard: other tasks (tasks.rs), signals through file owners (signals.rs), System V IPC
-//! objects (ipc.rs), Unix sockets (sockets.rs), terminals (ioctls.rs), protected files
-//! (files.rs), and the kernel itself (kernel.rs). lifecycle.rs counts each domain's live tasks.
+//! objects (ipc.rs), Unix sockets (sockets.rs), keys (keys.rs), terminals (ioctls.rs), protected files
+//! (files.rs), procfs and cgroupfs writes (kernel_files.rs), and the kernel itself (kernel.rs). lifecycle.rs counts each domain's live tasks.
 #![no_std]
 #![no_main]
 // Fetching atomics on map values (see atomic.rs).
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod agent_set;
 mod atomic;
 mod audit;
 mod file_owner;
@@ -20,7 +21,9 @@ mod hook_args;
 mod ioctls;
 mod ipc;
 mod kernel;
+mod kernel_files;
 mod kernel_layout;
+mod keys;
 mod lifecycle;
 mod local_storage;
 mod protected_inode;

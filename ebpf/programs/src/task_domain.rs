@@ -4,6 +4,7 @@
 //! holds, so the programs never read a struct field at a compiled-in offset and never key
 //! anything by PID (which the kernel recycles).
 
+use crate::agent_set::agent_set;
 use core::ptr;
 
 use aya_ebpf::{
@@ -58,8 +59,7 @@ pub fn domain_of(task: *mut task_struct) -> DomainId {
         // SAFETY: a non-null result points at this map's value, a TaskLabel.
         return unsafe { (*value).domain };
     }
-    // SAFETY: reading a global of this object; volatile so the build-time value stays.
-    if unsafe { core::ptr::read_volatile(&LOOKUP_MAY_FAIL) } == 0 {
+    if LOOKUP_MAY_FAIL.get() == 0 {
         // 6.2+: the lookup LSM programs get cannot fail, so nothing found means no label.
         return NO_DOMAIN;
     }
@@ -70,9 +70,8 @@ pub fn domain_of(task: *mut task_struct) -> DomainId {
     }
 }
 
-/// Set by the agent from BTF: 1 where the lookup can fail while the label exists (6.1).
-#[unsafe(no_mangle)]
-static LOOKUP_MAY_FAIL: u64 = 1;
+// Set by the agent from BTF: 1 where the lookup can fail while the label exists (6.1).
+agent_set!(LOOKUP_MAY_FAIL = 1);
 
 /// `task->bpf_storage` as a number (0: the task has no BPF local storage). The load's offset is
 /// a placeholder the agent patches from BTF, checked by the verifier like `dentry->d_inode`.
@@ -88,12 +87,9 @@ fn storage_of(task: *mut task_struct) -> u64 {
 }
 
 // Offsets into the kernel's local-storage structs, set by the agent from BTF; zero until set.
-#[unsafe(no_mangle)]
-static STORAGE_LIST_OFFSET: u64 = 0;
-#[unsafe(no_mangle)]
-static SELEM_SNODE_OFFSET: u64 = 0;
-#[unsafe(no_mangle)]
-static SELEM_SMAP_OFFSET: u64 = 0;
+agent_set!(STORAGE_LIST_OFFSET = 0);
+agent_set!(SELEM_SNODE_OFFSET = 0);
+agent_set!(SELEM_SMAP_OFFSET = 0);
 
 /// More elements than this on one task and the search gives up (undecidable).
 const MAX_STORAGE_ELEMENTS: u32 = 16;
@@ -104,14 +100,11 @@ const MAX_STORAGE_ELEMENTS: u32 = 16;
 /// programs run under RCU) comparing each element's map with ours.
 #[inline(always)]
 fn holds_label_element(storage: u64) -> bool {
-    // SAFETY: reading globals of this object; volatile so the build-time zeros stay.
-    let (list, snode, smap) = unsafe {
-        (
-            core::ptr::read_volatile(&STORAGE_LIST_OFFSET),
-            core::ptr::read_volatile(&SELEM_SNODE_OFFSET),
-            core::ptr::read_volatile(&SELEM_SMAP_OFFSET),
-        )
-    };
+    let (list, snode, smap) = (
+        STORAGE_LIST_OFFSET.get(),
+        SELEM_SNODE_OFFSET.get(),
+        SELEM_SMAP_OFFSET.get(),
+    );
     if smap == 0 {
         return true;
     }

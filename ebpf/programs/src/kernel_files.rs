@@ -1,0 +1,147 @@
+//! Writes to files that act on processes or on the kernel rather than hold data.
+//!
+//! - `/proc/<pid>/...` files belong to the domain of their task. Many of them act on it
+//!   through checks that never ask a task hook: `oom_score_adj` and `oom_adj` (which process the
+//!   OOM killer takes), `coredump_filter`, `clear_refs`, `fail-nth`, `sched`, `autogroup`,
+//!   `uid_map`/`gid_map`/`setgroups`, `timens_offsets`. The kernel tells every LSM which task a
+//!   `/proc` inode belongs to (`task_to_inode`, when the inode is made and at every lookup that
+//!   revalidates it), so the task's domain is copied into the inode's storage there. A task in
+//!   a domain may write only its own domain's `/proc/<pid>` files; every other procfs file
+//!   (sysctls under `/proc/sys`, `/proc/sysrq-trigger`, the files of tasks outside any domain or
+//!   in another) is refused.
+//! - cgroup files (v1 and v2), sysfs, securityfs, tracefs, debugfs, configfs, pstore, efivarfs,
+//!   the SELinux and Smack filesystems and bpffs are the node's: writing `cgroup.procs` or
+//!   `cgroup.threads` moves a process (no hook sees which), `cgroup.kill` sends SIGKILL without
+//!   `task_kill`, `cgroup.freeze` and the controller files act on every process of a cgroup, and
+//!   the rest configure the kernel. A task in a domain may not write any of them, nor create or
+//!   remove entries in them.
+//!
+//! The check is in `inode_permission` (files.rs), which every open for writing, truncate, and
+//! create or remove in a directory passes, and which cgroupfs calls again on the common ancestor
+//! of a migration with the writer as `current`, even through a descriptor opened by someone
+//! else.
+
+use core::{ffi::c_void, ptr};
+
+use aya_ebpf::{
+    bindings::{BPF_LOCAL_STORAGE_GET_F_CREATE, task_struct},
+    helpers::generated::bpf_inode_storage_get,
+    macros::lsm,
+    programs::LsmContext,
+};
+use bulkhead_common::{DomainId, NO_DOMAIN, audit::hook};
+
+use crate::{
+    audit::refuse_kernel_file,
+    hook_args::hook_arg,
+    kernel_layout::inode_fs_magic,
+    local_storage::{INODE_STORAGE, LocalStorage},
+    may_reach,
+    task_domain::domain_of,
+};
+
+const MAY_WRITE: u32 = 0x2;
+const MAY_APPEND: u32 = 0x8;
+
+const PROC_SUPER_MAGIC: u64 = 0x9fa0;
+/// Filesystems whose files no task in a domain may write (include/uapi/linux/magic.h; configfs
+/// defines its own).
+const NODE_FILESYSTEMS: [u64; 12] = [
+    0x0027_e0eb, // CGROUP_SUPER_MAGIC (v1)
+    0x6367_7270, // CGROUP2_SUPER_MAGIC
+    0x6265_6572, // SYSFS_MAGIC
+    0x7363_6673, // SECURITYFS_MAGIC
+    0x7472_6163, // TRACEFS_MAGIC
+    0x6462_6720, // DEBUGFS_MAGIC
+    0x6265_6570, // CONFIGFS_MAGIC
+    0x6165_676c, // PSTOREFS_MAGIC
+    0xde5e_81e4, // EFIVARFS_MAGIC
+    0xf97c_ff8c, // SELINUX_MAGIC
+    0x4341_5d53, // SMACK_MAGIC
+    0xcafe_4a11, // BPF_FS_MAGIC
+];
+
+#[unsafe(link_section = ".maps")]
+#[unsafe(export_name = "PROC_DOMAIN")]
+static PROC_DOMAIN: LocalStorage<DomainId, INODE_STORAGE> = LocalStorage::new();
+
+/// Copies the task's domain into its `/proc` inode. Inodes of tasks outside every domain get
+/// no storage: a task never leaves its domain, and a `/proc` inode belongs to one task for its
+/// whole life, so an inode without an entry is one of a task outside every domain.
+#[lsm(hook = "task_to_inode")]
+pub fn task_to_inode(ctx: LsmContext) -> i32 {
+    let task = hook_arg!(ctx, TaskToInodeTask) as *mut task_struct;
+    let inode = hook_arg!(ctx, TaskToInodeInode) as *mut c_void;
+    let domain = domain_of(task);
+    if domain == NO_DOMAIN {
+        return 0;
+    }
+    let mut initial = domain;
+    // SAFETY: `inode` is the hook's BTF pointer to a live procfs inode; `initial` lives on this
+    // program's stack for the call.
+    let value = unsafe {
+        bpf_inode_storage_get(
+            PROC_DOMAIN.as_map_ptr(),
+            inode,
+            ptr::from_mut(&mut initial).cast(),
+            BPF_LOCAL_STORAGE_GET_F_CREATE.into(),
+        )
+    }
+    .cast::<DomainId>();
+    // Without storage the inode stays "outside every domain": refused to every domain, never
+    // open to the wrong one. (An undecidable label is stored as such and refused likewise,
+    // until a later lookup reads the real one.)
+    if !value.is_null() {
+        // SAFETY: non-null map value pointer of type DomainId.
+        unsafe { *value = domain };
+    }
+    0
+}
+
+/// The verdict for a task of domain `actor` asking `mask` on `inode`, as far as this module
+/// is concerned: `None` when it has nothing against it.
+#[inline(always)]
+pub fn check_write(actor: DomainId, inode: *mut c_void, mask: u32) -> Option<i32> {
+    if mask & (MAY_WRITE | MAY_APPEND) == 0 {
+        return None;
+    }
+    let magic = inode_fs_magic(inode);
+    if magic == PROC_SUPER_MAGIC {
+        let owner = proc_inode_domain(inode);
+        if may_reach(actor, owner) {
+            return None;
+        }
+        return Some(refuse_kernel_file(
+            hook::INODE_PERMISSION,
+            mask,
+            actor,
+            inode,
+            magic,
+            owner,
+        ));
+    }
+    if NODE_FILESYSTEMS.contains(&magic) {
+        return Some(refuse_kernel_file(
+            hook::INODE_PERMISSION,
+            mask,
+            actor,
+            inode,
+            magic,
+            NO_DOMAIN,
+        ));
+    }
+    None
+}
+
+/// The domain of the task a procfs inode belongs to, or none.
+#[inline(always)]
+fn proc_inode_domain(inode: *mut c_void) -> DomainId {
+    // SAFETY: `inode` is a BTF pointer from the hook; the helper validates it.
+    let value =
+        unsafe { bpf_inode_storage_get(PROC_DOMAIN.as_map_ptr(), inode, ptr::null_mut(), 0) };
+    if value.is_null() {
+        return NO_DOMAIN;
+    }
+    // SAFETY: non-null map value pointer of type DomainId.
+    unsafe { *value.cast::<DomainId>() }
+}
