@@ -14,7 +14,7 @@ use bulkhead::api::{
 use crate::{
     access::{self, Access, Outcome, Target, cstring},
     broker_exec_helpers, broker_helpers, domain_helpers, file_access, ipc_access, kernel_access,
-    key_access, perf_access, signal_access, socket_access, tty_access,
+    key_access, perf_access, shm_access, signal_access, socket_access, tty_access,
 };
 
 /// Bytes every process of this binary holds at a known address, for memory-read checks.
@@ -103,6 +103,15 @@ pub fn main(args: &[String]) -> i32 {
         )),
         ["key-same-domain", name] => report(key_access::same_domain(name)),
         ["key-session-to-parent"] => report(key_access::session_to_parent()),
+        ["shm-create", kind, name] => match shm_access::create(kind, name) {
+            Ok(()) => EXIT_OK,
+            Err(err) => {
+                eprintln!("{err}");
+                EXIT_WRONG
+            }
+        },
+        ["shm-op", kind, name, op] => report(shm_access::attempt(kind, name, op)),
+        ["shm-same-domain", kind, name] => report(shm_access::same_domain(kind, name)),
         ["list-domains"] => list_domains(),
         ["supervise", token_file] => broker_helpers::supervise(token_file),
         ["task-checks", sup, domain, addr, tail] => {

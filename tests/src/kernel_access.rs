@@ -1,5 +1,7 @@
 //! What root inside a domain could use to undo the domain or act on the whole node: bpf(),
-//! lockdown-guarded devices, kernel modules, mounts, sysctls, sysfs and cgroup files.
+//! lockdown-guarded devices, kernel modules, mounts, sysctls, sysfs and cgroup files,
+//! fanotify listeners that judge or watch other processes' opens, and inotify watches on
+//! protected files.
 //!
 //! `Denied` is EPERM. For module loading the outside control feeds the kernel a blob that is
 //! not a module: getting past the LSM check shows as ENOEXEC, which counts as `Allowed`.
@@ -8,7 +10,7 @@ use std::{fs, io};
 
 use crate::{access::Outcome, fixtures};
 
-pub const OPS: [&str; 10] = [
+pub const OPS: [&str; 13] = [
     "bpf",
     "dev-mem",
     "kcore",
@@ -19,6 +21,9 @@ pub const OPS: [&str; 10] = [
     "sysfs-write",
     "cgroup-mkdir",
     "cgroup-freeze",
+    "fanotify-permission",
+    "fanotify-mount",
+    "inotify-protected",
 ];
 
 /// A cgroup the suite makes outside any domain (tests/src/scenarios_kernel.rs).
@@ -48,12 +53,53 @@ pub fn attempt(op: &str) -> Outcome {
         }
         // Unfreezing a cgroup that is not frozen: the write passes every check, changes nothing.
         "cgroup-freeze" => fs::write(format!("{PROBE_CGROUP}/cgroup.freeze"), "0"),
+        // A listener that decides whether other processes' opens of /tmp go on.
+        "fanotify-permission" => fanotify_mark(
+            libc::FAN_CLASS_CONTENT,
+            libc::FAN_MARK_ADD,
+            libc::FAN_OPEN_PERM,
+        ),
+        // A listener that sees every open on the mount of /tmp.
+        "fanotify-mount" => fanotify_mark(
+            libc::FAN_CLASS_NOTIF,
+            libc::FAN_MARK_ADD | libc::FAN_MARK_MOUNT,
+            libc::FAN_OPEN,
+        ),
+        "inotify-protected" => inotify_watch(fixtures::SECRET),
         other => return Outcome::Error(format!("unknown kernel op {other}")),
     };
     match result {
         Ok(()) => Outcome::Allowed,
         Err(err) if err.raw_os_error() == Some(libc::EPERM) => Outcome::Denied,
         Err(err) => Outcome::Error(format!("{op}: {err}")),
+    }
+}
+
+/// fanotify_init with `class`, then one mark of `mask` on /tmp (added and dropped with the
+/// group's descriptor).
+fn fanotify_mark(class: libc::c_uint, flags: libc::c_uint, mask: u64) -> io::Result<()> {
+    // SAFETY: plain system calls; the path is a NUL-terminated literal.
+    unsafe {
+        let fd =
+            check(libc::fanotify_init(class | libc::FAN_CLOEXEC, libc::O_RDONLY as u32).into())?;
+        let marked = check(
+            libc::fanotify_mark(fd as i32, flags, mask, libc::AT_FDCWD, c"/tmp".as_ptr()).into(),
+        );
+        libc::close(fd as i32);
+        marked.map(drop)
+    }
+}
+
+/// An inotify watch on `path`.
+fn inotify_watch(path: &str) -> io::Result<()> {
+    let path = crate::access::cstring(path);
+    // SAFETY: plain system calls on a descriptor of our own.
+    unsafe {
+        let fd = check(libc::inotify_init1(libc::IN_CLOEXEC).into())?;
+        let watched =
+            check(libc::inotify_add_watch(fd as i32, path.as_ptr(), libc::IN_OPEN).into());
+        libc::close(fd as i32);
+        watched.map(drop)
     }
 }
 

@@ -303,6 +303,7 @@ pub fn run(filter: Option<&str>) -> usize {
     crate::scenarios_ipc::add(&mut suite);
     crate::scenarios_sockets::add(&mut suite);
     crate::scenarios_keys::add(&mut suite);
+    crate::scenarios_shm::add(&mut suite);
     crate::scenarios_files::add(&mut suite);
     crate::scenarios_kernel::add(&mut suite);
     crate::scenarios_kernel::add_perf(&mut suite, std::process::id() as i32, holder_pid);

@@ -1,17 +1,35 @@
-//! Terminal requests that act on other processes: TIOCSTI (typing into a terminal's input)
-//! and TIOCLINUX (virtual-console requests, among them pasting). A task in a domain is refused
-//! both, on any terminal; here the helper uses a pseudo-terminal of its own, made its
-//! controlling terminal, which the kernel alone would let it inject into.
+//! Terminal requests that act on other processes: TIOCSTI (typing into a terminal's input),
+//! TIOCLINUX (virtual-console requests, among them pasting), TIOCSPGRP (taking the
+//! foreground), TIOCSETD (the line discipline), TIOCSIG (a pty master signalling the
+//! foreground group) and the console keyboard requests (KDSKBMODE standing for them). A task
+//! in a domain is refused them on any terminal; here the helper uses a pseudo-terminal of its
+//! own, made its controlling terminal, which the kernel alone would let it act on.
 //!
-//! `Denied` is EPERM. TIOCLINUX on a pseudo-terminal is not a console request, so from outside
-//! any domain it reaches the tty layer and fails with ENOTTY or EINVAL: that counts as
-//! `Allowed` (it got past the hook).
+//! `Denied` is EPERM. Console requests on a pseudo-terminal are not console requests, and
+//! TIOCSIG is given a signal the pty layer does not send, so from outside any domain they
+//! reach the tty layer and fail with ENOTTY or EINVAL: that counts as `Allowed` (they got past
+//! the hook). TIOCSPGRP and TIOCSETD set what is already set.
 
 use std::ffi::CStr;
 
 use crate::access::Outcome;
 
-pub const OPS: [&str; 2] = ["tiocsti", "tioclinux"];
+pub const OPS: [&str; 6] = [
+    "tiocsti",
+    "tioclinux",
+    "tiocspgrp",
+    "tiocsetd",
+    "tiocsig",
+    "kdskbmode",
+];
+
+/// `_IOW('T', 0x36, int)`.
+const TIOCSIG: libc::c_ulong = 0x4004_5436;
+const KDSKBMODE: libc::c_ulong = 0x4b45;
+/// `K_XLATE`, the usual keyboard mode.
+const K_XLATE: libc::c_int = 1;
+/// The one line discipline every terminal starts with.
+const N_TTY: libc::c_int = 0;
 
 /// Where the kernel lets TIOCSTI through without CAP_SYS_ADMIN (6.2+; absent on 6.1, which
 /// always does).
@@ -51,15 +69,22 @@ pub fn attempt(op: &str) -> Outcome {
                 libc::_exit(22);
             }
             let byte: libc::c_char = b'x' as libc::c_char;
+            let own_group: libc::pid_t = libc::getpgrp();
             let rc = match op {
                 "tiocsti" => libc::ioctl(fd, libc::TIOCSTI, &byte),
+                "tiocspgrp" => libc::ioctl(fd, libc::TIOCSPGRP, &own_group),
+                "tiocsetd" => libc::ioctl(fd, libc::TIOCSETD, &N_TTY),
+                // SIGUSR1: not one the pty layer sends, so nothing is signalled.
+                "tiocsig" => libc::ioctl(master, TIOCSIG, libc::SIGUSR1 as libc::c_ulong),
+                "kdskbmode" => libc::ioctl(fd, KDSKBMODE, K_XLATE as libc::c_ulong),
                 _ => libc::ioctl(fd, libc::TIOCLINUX, &byte),
             };
             let errno = *libc::__errno_location();
+            let past_the_hook = matches!(op, "tioclinux" | "tiocsig" | "kdskbmode");
             libc::_exit(match (rc, errno) {
                 (0, _) => 0,
                 (_, libc::EPERM) => 10,
-                (_, libc::ENOTTY | libc::EINVAL) if op == "tioclinux" => 0,
+                (_, libc::ENOTTY | libc::EINVAL) if past_the_hook => 0,
                 (_, errno) => 30 + errno.min(99),
             })
         },

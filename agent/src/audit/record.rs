@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use bulkhead_common::audit::{
-    AuditEvent, DECISION_AUDITED, DECISION_DENIED, TARGET_INODE, TARGET_IPC, TARGET_KERNEL_FILE,
+    AuditEvent, DECISION_AUDITED, DECISION_DENIED, TARGET_FS_OBJECT, TARGET_INODE, TARGET_IPC,
     TARGET_KEY, TARGET_SOCKET, TARGET_TASK, hook_name,
 };
 use serde_json::{Value, json};
@@ -52,7 +52,7 @@ fn socket_name(bytes: &[u8; 16]) -> String {
     }
 }
 
-/// The name of a kernel filesystem by its magic number (include/uapi/linux/magic.h).
+/// The name of a filesystem bulkhead judges files of, by its magic number (include/uapi/linux/magic.h).
 fn kernel_fs(magic: u32) -> &'static str {
     match magic {
         0x9fa0 => "proc",
@@ -68,6 +68,8 @@ fn kernel_fs(magic: u32) -> &'static str {
         0xf97c_ff8c => "selinuxfs",
         0x4341_5d53 => "smackfs",
         0xcafe_4a11 => "bpf",
+        0x0102_1994 => "tmpfs",
+        0x1980_0202 => "mqueue",
         _ => "unknown",
     }
 }
@@ -123,8 +125,8 @@ pub fn to_json(event: &AuditEvent, context: &Context<'_>) -> Value {
                 "label": context.target_label,
             });
         }
-        TARGET_KERNEL_FILE => {
-            record["kernel_file"] = json!({
+        TARGET_FS_OBJECT => {
+            record["fs_object"] = json!({
                 "fs": kernel_fs(event.ipc_id),
                 "device": device(event.dev),
                 "inode": event.inode,
@@ -337,7 +339,7 @@ mod tests {
         let mut event = AuditEvent::zeroed();
         event.hook = hook::INODE_PERMISSION;
         event.decision = DECISION_DENIED;
-        event.target_kind = TARGET_KERNEL_FILE;
+        event.target_kind = TARGET_FS_OBJECT;
         event.ipc_id = 0x6367_7270;
         event.inode = 5;
         let value = to_json(
@@ -349,9 +351,9 @@ mod tests {
                 path: None,
             },
         );
-        assert_eq!(value["kernel_file"]["fs"], "cgroup2");
-        assert_eq!(value["kernel_file"]["inode"], 5);
-        assert!(value["kernel_file"]["domain"].is_null());
+        assert_eq!(value["fs_object"]["fs"], "cgroup2");
+        assert_eq!(value["fs_object"]["inode"], 5);
+        assert!(value["fs_object"]["domain"].is_null());
     }
 
     #[test]

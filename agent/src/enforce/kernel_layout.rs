@@ -36,6 +36,12 @@ pub struct KernelLayout {
     /// `offsetof(struct super_block, s_magic)` (an `unsigned long`).
     pub inode_sb: u16,
     pub sb_magic: u16,
+    /// `offsetof(struct path, dentry)`; must be a `struct dentry *`.
+    pub path_dentry: u16,
+    /// `offsetof(struct inode, i_mode)` (two bytes) and `offsetof(struct super_block, s_dev)`
+    /// (four).
+    pub inode_mode: u16,
+    pub sb_dev: u16,
     /// Where a task's storage elements and their maps are.
     pub storage: StorageLayout,
     /// Can the task-storage lookup LSM programs get fail while the element exists? Linux 6.1
@@ -154,6 +160,8 @@ impl KernelLayout {
         let unix_peer = field(btf, "unix_sock", "peer", FieldShape::PointerTo("sock"))?;
         let inode_sb = field(btf, "inode", "i_sb", FieldShape::PointerTo("super_block"))?;
         let sb_magic = field(btf, "super_block", "s_magic", FieldShape::Word)?;
+        let inode_mode = field(btf, "inode", "i_mode", FieldShape::Half)?;
+        let sb_dev_load = field(btf, "super_block", "s_dev", FieldShape::Int)?;
         Ok(Self {
             describe,
             dentry_d_inode: load_offset("dentry.d_inode", dentry_d_inode)?,
@@ -165,6 +173,9 @@ impl KernelLayout {
             unix_sock_peer: load_offset("unix_sock.peer", unix_peer)?,
             inode_sb: load_offset("inode.i_sb", inode_sb)?,
             sb_magic: load_offset("super_block.s_magic", sb_magic)?,
+            path_dentry: load_offset("path.dentry", path_dentry)?,
+            inode_mode: load_offset("inode.i_mode", inode_mode)?,
+            sb_dev: load_offset("super_block.s_dev", sb_dev_load)?,
             storage,
             lookup_may_fail,
         })
@@ -174,9 +185,10 @@ impl KernelLayout {
 impl KernelLayout {
     /// Every struct field the programs load directly: (placeholder offset in the object, the
     /// field's offset on this kernel, its name for errors).
-    pub fn field_loads(&self) -> [(i16, u16, &'static str); 7] {
+    pub fn field_loads(&self) -> [(i16, u16, &'static str); 10] {
         use bulkhead_common::{
-            DENTRY_D_INODE_PLACEHOLDER, INODE_SB_PLACEHOLDER, SB_MAGIC_PLACEHOLDER,
+            DENTRY_D_INODE_PLACEHOLDER, INODE_MODE_PLACEHOLDER, INODE_SB_PLACEHOLDER,
+            PATH_DENTRY_PLACEHOLDER, SB_DEV_PLACEHOLDER, SB_MAGIC_PLACEHOLDER,
             SOCKET_SK_PLACEHOLDER, TASK_BPF_STORAGE_PLACEHOLDER, UNIX_SOCK_PATH_DENTRY_PLACEHOLDER,
             UNIX_SOCK_PEER_PLACEHOLDER,
         };
@@ -204,6 +216,9 @@ impl KernelLayout {
             ),
             (INODE_SB_PLACEHOLDER, self.inode_sb, "inode->i_sb"),
             (SB_MAGIC_PLACEHOLDER, self.sb_magic, "super_block->s_magic"),
+            (PATH_DENTRY_PLACEHOLDER, self.path_dentry, "path->dentry"),
+            (INODE_MODE_PLACEHOLDER, self.inode_mode, "inode->i_mode"),
+            (SB_DEV_PLACEHOLDER, self.sb_dev, "super_block->s_dev"),
         ]
     }
 }
@@ -271,6 +286,8 @@ enum FieldShape {
     Int,
     /// An 8-byte integer (`unsigned long`, `u64`).
     Word,
+    /// A 2-byte integer (`umode_t`).
+    Half,
     /// Only the offset matters (describing fields).
     Any,
 }
@@ -309,6 +326,7 @@ fn field(btf: &Btf, structure: &str, member: &str, shape: FieldShape) -> anyhow:
             }
             (FieldShape::Int, Type::Int(int)) => int.size() == 4,
             (FieldShape::Word, Type::Int(int)) => int.size() == 8,
+            (FieldShape::Half, Type::Int(int)) => int.size() == 2,
             _ => false,
         };
         if !ok {
@@ -317,6 +335,7 @@ fn field(btf: &Btf, structure: &str, member: &str, shape: FieldShape) -> anyhow:
                 FieldShape::Embedded(name) => format!("struct {name}"),
                 FieldShape::Int => "int".to_owned(),
                 FieldShape::Word => "8-byte integer".to_owned(),
+                FieldShape::Half => "2-byte integer".to_owned(),
                 FieldShape::Any => unreachable!("returned above"),
             };
             bail!("{structure}.{member} is not a {expected} in this kernel");

@@ -26,7 +26,7 @@ use bulkhead_common::audit::{
 use bulkhead_common::{
     FOWN_FILE_MODE_GLOBAL, FOWN_FILE_OFFSET_GLOBAL, LOOKUP_MAY_FAIL_GLOBAL, LSM_PROGRAMS,
     PROTECTED_INODE_MAP, REACHABLE_SOCKET_MAP, SELEM_SMAP_OFFSET_GLOBAL, SELEM_SNODE_OFFSET_GLOBAL,
-    STORAGE_LIST_OFFSET_GLOBAL, TASK_DOMAIN_MAP, USER_NS_LEVEL_OFFSET_GLOBAL,
+    SHM_DEV_GLOBAL, STORAGE_LIST_OFFSET_GLOBAL, TASK_DOMAIN_MAP, USER_NS_LEVEL_OFFSET_GLOBAL,
     hook_abi::HELPER_READ_ARGS,
     lifecycle::{DOMAIN_EVENTS_MAP, DOMAIN_TASKS_MAP, TRACE_PROGRAMS},
 };
@@ -120,6 +120,7 @@ impl Enforcement {
         object.patch_hook_args(&slots)?;
         object.patch_field_loads(&layout)?;
 
+        let shm_dev = shared_memory_device()?;
         // Arguments the programs read with bpf_get_func_arg get their slot through a global.
         let helper_slots: Vec<u64> = slots.slots.iter().map(|slot| u64::from(*slot)).collect();
 
@@ -157,6 +158,7 @@ impl Enforcement {
             .override_global("IPC_ID_OFFSET", &layout.describe.ipc_id, true)
             .override_global("IPC_KEY_OFFSET", &layout.describe.ipc_key, true)
             .override_global("KEY_SERIAL_OFFSET", &layout.describe.key_serial, true)
+            .override_global(SHM_DEV_GLOBAL, &shm_dev, true)
             .override_global("UNIX_SOCK_ADDR_OFFSET", &layout.describe.unix_addr, true)
             .override_global(
                 "UNIX_ADDRESS_PATH_OFFSET",
@@ -288,6 +290,38 @@ fn pin_link(link: FdLink, path: &std::path::Path) -> anyhow::Result<()> {
     link.pin(path)
         .with_context(|| format!("pinning {}", path.display()))?;
     Ok(())
+}
+
+/// Where POSIX shared memory lives on this node.
+pub const SHARED_MEMORY_DIR: &str = "/dev/shm";
+
+/// The kernel's `dev_t` of the tmpfs at /dev/shm (its superblock's `s_dev`, what the programs
+/// compare), or 0 when there is none there: then only message queues are judged, and the agent
+/// says so.
+fn shared_memory_device() -> anyhow::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    let path = std::path::Path::new(SHARED_MEMORY_DIR);
+    let fs = match nix::sys::statfs::statfs(path) {
+        Ok(fs) => fs,
+        Err(err) => {
+            tracing::warn!(path = SHARED_MEMORY_DIR, error = %err, "no POSIX shared memory filesystem; shm_open files are not judged");
+            return Ok(0);
+        }
+    };
+    if fs.filesystem_type().0 as i64 != TMPFS_MAGIC {
+        tracing::warn!(
+            path = SHARED_MEMORY_DIR,
+            "not a tmpfs; shm_open files are not judged"
+        );
+        return Ok(0);
+    }
+    let dev = std::fs::metadata(path)
+        .with_context(|| format!("reading {SHARED_MEMORY_DIR}"))?
+        .dev();
+    // Userspace's encoding of a device number differs from the kernel's MKDEV (major << 20).
+    let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
+    Ok((major << 20) | minor)
 }
 
 /// A fresh fd on the task-storage map of the loaded object.

@@ -62,9 +62,11 @@ impl AlignedObject {
         Ok(patched)
     }
 
+    /// A field load may be of any width (`inode->i_mode` is two bytes); the agent checked the
+    /// field's size against BTF, and the verifier checks the load against it again.
     fn patch_field(&mut self, placeholder: i16, offset: u16, what: &str) -> anyhow::Result<usize> {
         let patched = self.rewrite_loads(|_, opcode, current| {
-            if opcode == LDX_MEM_DW && current == placeholder {
+            if is_ldx_mem(opcode) && current == placeholder {
                 Ok(Some(offset as i16))
             } else {
                 Ok(None)

@@ -32,8 +32,9 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// The maps shared between agent generations (aya-log's ring is per agent and is not pinned).
 /// The audit ring is: events written while no agent runs wait for the next one.
-pub const PINNED_MAPS: [&str; 14] = [
+pub const PINNED_MAPS: [&str; 15] = [
     bulkhead_common::TASK_DOMAIN_MAP,
+    bulkhead_common::SHM_DOMAIN_MAP,
     bulkhead_common::KEY_OWNER_MAP,
     bulkhead_common::PROC_INODE_DOMAIN_MAP,
     bulkhead_common::SOCKET_DOMAIN_MAP,

@@ -63,6 +63,7 @@ pub mod hook {
     pub const UNIX_MAY_SEND: u32 = 38;
     pub const KEY_PERMISSION: u32 = 39;
     pub const CRED_ALLOC_BLANK: u32 = 40;
+    pub const PATH_NOTIFY: u32 = 41;
 }
 
 /// The LSM hook name for a [`hook`] id.
@@ -108,6 +109,7 @@ pub fn hook_name(id: u32) -> &'static str {
         hook::UNIX_MAY_SEND => "unix_may_send",
         hook::KEY_PERMISSION => "key_permission",
         hook::CRED_ALLOC_BLANK => "cred_alloc_blank",
+        hook::PATH_NOTIFY => "path_notify",
         _ => "unknown",
     }
 }
@@ -122,10 +124,11 @@ pub const TARGET_IPC: u32 = 3;
 /// filesystem `inode` and `dev` are its socket file's, and `target_comm` holds the first bytes
 /// of its address (an abstract name starts with a NUL byte).
 pub const TARGET_SOCKET: u32 = 4;
-/// A file of a filesystem that acts on processes or the kernel (procfs, cgroupfs, sysfs, ...):
-/// `inode` and `dev` as for TARGET_INODE, `ipc_id` the filesystem's magic number, and for a
-/// `/proc/<pid>` file `target_domain` the domain of the task it belongs to.
-pub const TARGET_KERNEL_FILE: u32 = 5;
+/// A file judged by its filesystem and owner: one of procfs, cgroupfs, sysfs and the other
+/// kernel filesystems, or a POSIX shared-memory file or message queue. `inode` and `dev` as for
+/// TARGET_INODE, `ipc_id` the filesystem's magic number, `target_domain` the domain of the task
+/// a `/proc/<pid>` file belongs to, or of the creator of a shared-memory file or queue.
+pub const TARGET_FS_OBJECT: u32 = 5;
 /// A key or keyring: `ipc_id` its serial number (as `keyctl` shows it), `target_domain` its
 /// creator's domain.
 pub const TARGET_KEY: u32 = 6;

@@ -91,6 +91,20 @@ pub const INODE_SB_PLACEHOLDER: i16 = 0x7ed5;
 /// Placeholder load offset for `super_block->s_magic` (an `unsigned long`), patched likewise.
 pub const SB_MAGIC_PLACEHOLDER: i16 = 0x7edd;
 
+/// Placeholder load offset for `path->dentry`, patched like the one above.
+pub const PATH_DENTRY_PLACEHOLDER: i16 = 0x7ee5;
+
+/// Placeholder load offsets for `inode->i_mode` (two bytes) and `super_block->s_dev` (four),
+/// patched like the ones above.
+pub const INODE_MODE_PLACEHOLDER: i16 = 0x7eed;
+pub const SB_DEV_PLACEHOLDER: i16 = 0x7ef5;
+
+/// Name of the BPF inode-storage map holding, for each file a task in a domain creates in
+/// POSIX shared memory (`/dev/shm`) or a POSIX message queue filesystem, that domain.
+pub const SHM_DOMAIN_MAP: &str = "SHM_DOMAIN";
+/// Name of the global holding the kernel `dev_t` of the tmpfs mounted at `/dev/shm` (0: none).
+pub const SHM_DEV_GLOBAL: &str = "SHM_DEV";
+
 /// Name of the BPF inode-storage map holding, for each `/proc/<pid>` inode of a task in a
 /// domain, that task's domain; inodes of tasks outside every domain have no entry.
 pub const PROC_INODE_DOMAIN_MAP: &str = "PROC_DOMAIN";
@@ -182,6 +196,8 @@ pub const LSM_PROGRAMS: &[(&str, &str)] = &[
     ("file_send_sigiotask", "file_send_sigiotask"),
     ("file_free_security", "file_free_security"),
     ("task_to_inode", "task_to_inode"),
+    ("inode_alloc_security", "inode_alloc_security"),
+    ("path_notify", "path_notify"),
     ("inode_permission", "inode_permission"),
     ("inode_unlink", "inode_unlink"),
     ("inode_rmdir", "inode_rmdir"),

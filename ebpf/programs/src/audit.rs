@@ -21,7 +21,7 @@ use bulkhead_common::{
     DomainId,
     audit::{
         AUDIT_EVENTS_BYTES, AuditEvent, DECISION_AUDITED, DECISION_DENIED, MODE_AUDIT,
-        TARGET_INODE, TARGET_IPC, TARGET_KERNEL_FILE, TARGET_KEY, TARGET_SOCKET, TARGET_TASK,
+        TARGET_FS_OBJECT, TARGET_INODE, TARGET_IPC, TARGET_KEY, TARGET_SOCKET, TARGET_TASK,
     },
 };
 
@@ -183,10 +183,10 @@ pub fn refuse_socket(
     verdict_and_record(event)
 }
 
-/// A refusal to write a file of the procfs, cgroupfs or other kernel filesystem with `magic`;
-/// `owner` is the domain of the task a `/proc/<pid>` file belongs to.
+/// A refusal to use a file of the filesystem with `magic` (procfs, cgroupfs, ..., tmpfs at
+/// /dev/shm, mqueue); `owner` is the domain the file belongs to.
 #[inline(always)]
-pub fn refuse_kernel_file(
+pub fn refuse_fs_object(
     hook: u32,
     access: u32,
     actor: DomainId,
@@ -195,7 +195,7 @@ pub fn refuse_kernel_file(
     owner: DomainId,
 ) -> i32 {
     let mut event = event(hook, access, actor);
-    event.target_kind = TARGET_KERNEL_FILE;
+    event.target_kind = TARGET_FS_OBJECT;
     event.target_domain = owner;
     event.ipc_id = magic as u32;
     describe_inode(&mut event, inode);

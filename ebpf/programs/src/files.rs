@@ -19,12 +19,14 @@ use crate::{
     kernel_files::check_write,
     kernel_layout::dentry_inode,
     protected_inode::{is_protected, protect},
+    shared_memory::check_shared,
     task_domain::restricted_actor,
 };
 
 /// Runs on every path component of every lookup on the machine, so a task outside any domain
 /// leaves after exactly one map lookup (its own task storage). For a task in a domain it also
-/// guards writes to procfs, cgroupfs and the other kernel filesystems (kernel_files.rs).
+/// guards writes to procfs, cgroupfs and the other kernel filesystems (kernel_files.rs), and
+/// the opening of POSIX shared memory and message queues (shared_memory.rs).
 #[lsm(hook = "inode_permission")]
 pub fn inode_permission(ctx: LsmContext) -> i32 {
     let domain = match restricted_actor(verdict!(ctx, InodePermissionVerdict)) {
@@ -36,7 +38,9 @@ pub fn inode_permission(ctx: LsmContext) -> i32 {
     if is_protected(inode) {
         return refuse_inode(hook::INODE_PERMISSION, mask, domain, inode);
     }
-    check_write(domain, inode, mask).unwrap_or(0)
+    check_write(domain, inode, mask)
+        .or_else(|| check_shared(hook::INODE_PERMISSION, mask, domain, inode))
+        .unwrap_or(0)
 }
 
 /// A file or directory created inside a protected directory is protected from its first
@@ -59,7 +63,8 @@ pub fn inode_init_security(ctx: LsmContext) -> i32 {
     previous
 }
 
-/// Denies a task in a domain any operation that names one of `inodes` when one is protected.
+/// Denies a task in a domain any operation that names one of `inodes` when one is protected,
+/// or is a shared-memory file or message queue of another domain (or of none).
 #[inline(always)]
 fn deny_if_protected(hook: u32, inodes: &[*mut c_void], previous: i32) -> i32 {
     let domain = match restricted_actor(previous) {
@@ -69,6 +74,9 @@ fn deny_if_protected(hook: u32, inodes: &[*mut c_void], previous: i32) -> i32 {
     for inode in inodes {
         if is_protected(*inode) {
             return refuse_inode(hook, 0, domain, *inode);
+        }
+        if let Some(verdict) = check_shared(hook, 0, domain, *inode) {
+            return verdict;
         }
     }
     0

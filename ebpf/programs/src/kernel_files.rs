@@ -21,21 +21,16 @@
 //! of a migration with the writer as `current`, even through a descriptor opened by someone
 //! else.
 
-use core::{ffi::c_void, ptr};
+use core::ffi::c_void;
 
-use aya_ebpf::{
-    bindings::{BPF_LOCAL_STORAGE_GET_F_CREATE, task_struct},
-    helpers::generated::bpf_inode_storage_get,
-    macros::lsm,
-    programs::LsmContext,
-};
+use aya_ebpf::{bindings::task_struct, macros::lsm, programs::LsmContext};
 use bulkhead_common::{DomainId, NO_DOMAIN, audit::hook};
 
 use crate::{
-    audit::refuse_kernel_file,
+    audit::refuse_fs_object,
     hook_args::hook_arg,
-    kernel_layout::inode_fs_magic,
-    local_storage::{INODE_STORAGE, LocalStorage},
+    kernel_layout::inode_fs,
+    local_storage::{INODE_STORAGE, LocalStorage, inode_domain, set_inode_domain},
     may_reach,
     task_domain::domain_of,
 };
@@ -76,25 +71,10 @@ pub fn task_to_inode(ctx: LsmContext) -> i32 {
     if domain == NO_DOMAIN {
         return 0;
     }
-    let mut initial = domain;
-    // SAFETY: `inode` is the hook's BTF pointer to a live procfs inode; `initial` lives on this
-    // program's stack for the call.
-    let value = unsafe {
-        bpf_inode_storage_get(
-            PROC_DOMAIN.as_map_ptr(),
-            inode,
-            ptr::from_mut(&mut initial).cast(),
-            BPF_LOCAL_STORAGE_GET_F_CREATE.into(),
-        )
-    }
-    .cast::<DomainId>();
     // Without storage the inode stays "outside every domain": refused to every domain, never
     // open to the wrong one. (An undecidable label is stored as such and refused likewise,
     // until a later lookup reads the real one.)
-    if !value.is_null() {
-        // SAFETY: non-null map value pointer of type DomainId.
-        unsafe { *value = domain };
-    }
+    let _ = set_inode_domain(&PROC_DOMAIN, inode, domain);
     0
 }
 
@@ -105,13 +85,13 @@ pub fn check_write(actor: DomainId, inode: *mut c_void, mask: u32) -> Option<i32
     if mask & (MAY_WRITE | MAY_APPEND) == 0 {
         return None;
     }
-    let magic = inode_fs_magic(inode);
+    let (magic, _) = inode_fs(inode);
     if magic == PROC_SUPER_MAGIC {
-        let owner = proc_inode_domain(inode);
+        let owner = inode_domain(&PROC_DOMAIN, inode);
         if may_reach(actor, owner) {
             return None;
         }
-        return Some(refuse_kernel_file(
+        return Some(refuse_fs_object(
             hook::INODE_PERMISSION,
             mask,
             actor,
@@ -121,7 +101,7 @@ pub fn check_write(actor: DomainId, inode: *mut c_void, mask: u32) -> Option<i32
         ));
     }
     if NODE_FILESYSTEMS.contains(&magic) {
-        return Some(refuse_kernel_file(
+        return Some(refuse_fs_object(
             hook::INODE_PERMISSION,
             mask,
             actor,
@@ -131,17 +111,4 @@ pub fn check_write(actor: DomainId, inode: *mut c_void, mask: u32) -> Option<i32
         ));
     }
     None
-}
-
-/// The domain of the task a procfs inode belongs to, or none.
-#[inline(always)]
-fn proc_inode_domain(inode: *mut c_void) -> DomainId {
-    // SAFETY: `inode` is a BTF pointer from the hook; the helper validates it.
-    let value =
-        unsafe { bpf_inode_storage_get(PROC_DOMAIN.as_map_ptr(), inode, ptr::null_mut(), 0) };
-    if value.is_null() {
-        return NO_DOMAIN;
-    }
-    // SAFETY: non-null map value pointer of type DomainId.
-    unsafe { *value.cast::<DomainId>() }
 }

@@ -16,9 +16,9 @@ use core::ffi::c_void;
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
 use bulkhead_common::{
-    DENTRY_D_INODE_PLACEHOLDER, FOWN_FILE_BACK_POINTER, FOWN_FILE_EMBEDDED, INODE_SB_PLACEHOLDER,
-    SB_MAGIC_PLACEHOLDER, SOCKET_SK_PLACEHOLDER, UNIX_SOCK_PATH_DENTRY_PLACEHOLDER,
-    UNIX_SOCK_PEER_PLACEHOLDER,
+    DENTRY_D_INODE_PLACEHOLDER, FOWN_FILE_BACK_POINTER, FOWN_FILE_EMBEDDED, INODE_MODE_PLACEHOLDER,
+    INODE_SB_PLACEHOLDER, PATH_DENTRY_PLACEHOLDER, SB_DEV_PLACEHOLDER, SB_MAGIC_PLACEHOLDER,
+    SOCKET_SK_PLACEHOLDER, UNIX_SOCK_PATH_DENTRY_PLACEHOLDER, UNIX_SOCK_PEER_PLACEHOLDER,
 };
 
 /// The pointer field at placeholder offset `PLACEHOLDER` of the BTF object at `base`.
@@ -40,15 +40,41 @@ pub fn dentry_inode(dentry: *const c_void) -> *mut c_void {
     pointer_field::<DENTRY_D_INODE_PLACEHOLDER>(dentry)
 }
 
-/// `inode->i_sb->s_magic`: which kind of filesystem the inode is on, or 0 if it has no
-/// superblock.
+/// The scalar field at placeholder offset `PLACEHOLDER` of the BTF object at `base`.
 #[inline(always)]
-pub fn inode_fs_magic(inode: *const c_void) -> u64 {
+fn scalar_field<T, const PLACEHOLDER: i16>(base: *const c_void) -> T {
+    // SAFETY: as in `pointer_field`; the agent checked the field's size is `T`'s.
+    unsafe {
+        base.byte_add(PLACEHOLDER as usize)
+            .cast::<T>()
+            .read_volatile()
+    }
+}
+
+/// Which filesystem an inode is on: `inode->i_sb->s_magic` and `->s_dev` (the kernel's
+/// `dev_t`), or zeros if it has no superblock.
+#[inline(always)]
+pub fn inode_fs(inode: *const c_void) -> (u64, u32) {
     let superblock = pointer_field::<INODE_SB_PLACEHOLDER>(inode);
     if superblock.is_null() {
-        return 0;
+        return (0, 0);
     }
-    pointer_field::<SB_MAGIC_PLACEHOLDER>(superblock) as u64
+    (
+        scalar_field::<u64, SB_MAGIC_PLACEHOLDER>(superblock),
+        scalar_field::<u32, SB_DEV_PLACEHOLDER>(superblock),
+    )
+}
+
+/// `inode->i_mode`.
+#[inline(always)]
+pub fn inode_mode(inode: *const c_void) -> u16 {
+    scalar_field::<u16, INODE_MODE_PLACEHOLDER>(inode)
+}
+
+/// `path->dentry`.
+#[inline(always)]
+pub fn path_dentry(path: *const c_void) -> *mut c_void {
+    pointer_field::<PATH_DENTRY_PLACEHOLDER>(path)
 }
 
 /// `socket->sk`, the socket's `struct sock` (null only before it is set up or after release).

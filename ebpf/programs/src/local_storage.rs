@@ -10,7 +10,11 @@
 
 use core::{ffi::c_void, ptr};
 
-use aya_ebpf::bindings::{BPF_F_NO_PREALLOC, bpf_map_type};
+use aya_ebpf::{
+    bindings::{BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE, bpf_map_type},
+    helpers::generated::bpf_inode_storage_get,
+};
+use bulkhead_common::{DomainId, NO_DOMAIN};
 
 pub const TASK_STORAGE: usize = bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE as usize;
 pub const INODE_STORAGE: usize = bpf_map_type::BPF_MAP_TYPE_INODE_STORAGE as usize;
@@ -45,4 +49,49 @@ impl<V, const MAP_TYPE: usize> LocalStorage<V, MAP_TYPE> {
     pub fn as_map_ptr(&'static self) -> *mut c_void {
         ptr::from_ref(self).cast_mut().cast()
     }
+}
+
+/// The domain an inode-storage map of [`DomainId`]s holds for `inode`, or [`NO_DOMAIN`] when it
+/// holds none.
+#[inline(always)]
+pub fn inode_domain(
+    map: &'static LocalStorage<DomainId, INODE_STORAGE>,
+    inode: *mut c_void,
+) -> DomainId {
+    // SAFETY: `inode` is a BTF pointer from a hook or from `dentry->d_inode`; the helper
+    // validates it.
+    let value = unsafe { bpf_inode_storage_get(map.as_map_ptr(), inode, ptr::null_mut(), 0) };
+    if value.is_null() {
+        return NO_DOMAIN;
+    }
+    // SAFETY: non-null map value pointer of type DomainId.
+    unsafe { *value.cast::<DomainId>() }
+}
+
+/// Records `domain` for `inode` in an inode-storage map of [`DomainId`]s, creating the entry.
+/// Returns false when the kernel could not allocate it.
+#[inline(always)]
+pub fn set_inode_domain(
+    map: &'static LocalStorage<DomainId, INODE_STORAGE>,
+    inode: *mut c_void,
+    domain: DomainId,
+) -> bool {
+    let mut initial = domain;
+    // SAFETY: as above; `initial` lives on this program's stack for the call.
+    let value = unsafe {
+        bpf_inode_storage_get(
+            map.as_map_ptr(),
+            inode,
+            ptr::from_mut(&mut initial).cast(),
+            BPF_LOCAL_STORAGE_GET_F_CREATE.into(),
+        )
+    }
+    .cast::<DomainId>();
+    if value.is_null() {
+        return false;
+    }
+    // The entry may have existed (a procfs inode is labelled again at every lookup).
+    // SAFETY: non-null map value pointer of type DomainId.
+    unsafe { *value = domain };
+    true
 }

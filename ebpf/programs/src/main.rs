@@ -4,8 +4,8 @@
 //! `task_is_scoped`: every hook that lets one task reach another asks it, and so does every
 //! hook that lets a task use an object another task made. Hooks are grouped by what they
 //! guard: other tasks (tasks.rs), signals through file owners (signals.rs), System V IPC
-//! objects (ipc.rs), Unix sockets (sockets.rs), keys (keys.rs), terminals (ioctls.rs), protected files
-//! (files.rs), procfs and cgroupfs writes (kernel_files.rs), and the kernel itself (kernel.rs). lifecycle.rs counts each domain's live tasks.
+//! objects (ipc.rs), POSIX shared memory and message queues (shared_memory.rs), Unix sockets (sockets.rs), keys (keys.rs), terminals (ioctls.rs), protected files
+//! (files.rs), procfs and cgroupfs writes (kernel_files.rs), notification marks (notify.rs), and the kernel itself (kernel.rs). lifecycle.rs counts each domain's live tasks.
 #![no_std]
 #![no_main]
 // Fetching atomics on map values (see atomic.rs).
@@ -26,7 +26,9 @@ mod kernel_layout;
 mod keys;
 mod lifecycle;
 mod local_storage;
+mod notify;
 mod protected_inode;
+mod shared_memory;
 mod signals;
 mod sockets;
 mod task_domain;
