@@ -112,6 +112,13 @@ pub fn main(args: &[String]) -> i32 {
         },
         ["shm-op", kind, name, op] => report(shm_access::attempt(kind, name, op)),
         ["shm-same-domain", kind, name] => report(shm_access::same_domain(kind, name)),
+        ["syscall-rounds", rounds] => match crate::bench_hooks::syscall_rounds(rounds) {
+            Ok(()) => EXIT_OK,
+            Err(err) => {
+                eprintln!("{err}");
+                EXIT_WRONG
+            }
+        },
         ["list-domains"] => list_domains(),
         ["supervise", token_file] => broker_helpers::supervise(token_file),
         ["task-checks", sup, domain, addr, tail] => {

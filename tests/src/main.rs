@@ -6,6 +6,7 @@
 //! creates the protected files before the agent starts (fixtures.rs).
 
 mod access;
+mod bench_hooks;
 mod broker_exec_helpers;
 mod broker_helpers;
 mod domain_helpers;

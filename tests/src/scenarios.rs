@@ -304,6 +304,10 @@ pub fn run(filter: Option<&str>) -> usize {
     crate::scenarios_sockets::add(&mut suite);
     crate::scenarios_keys::add(&mut suite);
     crate::scenarios_shm::add(&mut suite);
+    suite.add(
+        "bench:hook-cost-outside-and-inside-domains",
+        crate::bench_hooks::hook_cost,
+    );
     crate::scenarios_files::add(&mut suite);
     crate::scenarios_kernel::add(&mut suite);
     crate::scenarios_kernel::add_perf(&mut suite, std::process::id() as i32, holder_pid);

@@ -89,6 +89,10 @@ pub fn add(suite: &mut Suite<'_>) {
         );
         Ok(())
     });
+    suite.add(
+        "bench:hook-cost-outside-and-inside-domains",
+        crate::bench_hooks::hook_cost,
+    );
     suite.add("broker:execution-token-cannot-register", || {
         let token = workload_token(
             executor_key()?,
