@@ -119,6 +119,7 @@ pub fn main(args: &[String]) -> i32 {
                 EXIT_WRONG
             }
         },
+        ["perf-same-domain"] => with_forked_child(|child| report(perf_access::attempt(child, -1))),
         ["list-domains"] => list_domains(),
         ["supervise", token_file] => broker_helpers::supervise(token_file),
         ["task-checks", sup, domain, addr, tail] => {

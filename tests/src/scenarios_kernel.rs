@@ -39,8 +39,20 @@ pub fn add(suite: &mut Suite<'_>) {
 }
 
 /// perf_event_open on the supervisor and on a process of another domain (by pid, any CPU), and
-/// on every process of CPU 0.
+/// on every process of CPU 0, with `kernel.perf_event_paranoid` at 1 for the per-task cases: the
+/// kernel then lets a task without CAP_PERFMON watch the processes `ptrace_may_access` allows
+/// (Debian's default of 3 refuses every unprivileged event, which would hide whether bulkhead's
+/// check or the kernel's refused). The same-domain control shows a task in a domain can still
+/// watch its own child.
 pub fn add_perf(suite: &mut Suite<'_>, supervisor: i32, other_domain: i32) {
+    suite.add("control-same-domain:perf-open-own-child", || {
+        with_perf_paranoid("1", || {
+            expect(
+                run_helper(true, "perf-same", &["perf-same-domain"], &[]),
+                Outcome::Allowed,
+            )
+        })
+    });
     for (what, pid, cpu) in [
         ("supervisor", supervisor, -1),
         ("other-domain", other_domain, -1),
@@ -52,7 +64,9 @@ pub fn add_perf(suite: &mut Suite<'_>, supervisor: i32, other_domain: i32) {
         suite.add(format!("deny:perf-open-{what}:root-in-domain"), move || {
             let args = denied();
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            expect(run_helper(true, "perf", &args, &[]), Outcome::Denied)
+            with_perf_paranoid("1", || {
+                expect(run_helper(true, "perf", &args, &[]), Outcome::Denied)
+            })
         });
         suite.add(format!("control-outside:perf-open-{what}"), move || {
             let args = args();
@@ -60,6 +74,22 @@ pub fn add_perf(suite: &mut Suite<'_>, supervisor: i32, other_domain: i32) {
             expect(run_helper(false, "", &args, &[]), Outcome::Allowed)
         });
     }
+}
+
+const PERF_PARANOID: &str = "/proc/sys/kernel/perf_event_paranoid";
+
+/// Runs `test` with `kernel.perf_event_paranoid` set to `level`, then puts the old value back.
+fn with_perf_paranoid(
+    level: &str,
+    test: impl FnOnce() -> Result<(), String>,
+) -> Result<(), String> {
+    let old = std::fs::read_to_string(PERF_PARANOID)
+        .map_err(|err| format!("reading {PERF_PARANOID}: {err}"))?;
+    std::fs::write(PERF_PARANOID, level).map_err(|err| format!("{PERF_PARANOID}: {err}"))?;
+    let result = test();
+    std::fs::write(PERF_PARANOID, old.trim())
+        .map_err(|err| format!("restoring {PERF_PARANOID}: {err}"))?;
+    result
 }
 
 /// The cgroup the cgroup ops write to, made outside any domain.
