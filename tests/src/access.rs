@@ -5,6 +5,7 @@
 //! LSM refusal on that path. Anything else is an `Error`, which fails every test, so a broken
 //! harness can pass neither a denial test nor its control.
 
+use crate::refusal_records::Names;
 use std::{
     ffi::CString,
     fs,
@@ -40,12 +41,15 @@ pub enum Access {
     ProcOomScoreAdj,
     ProcCoredumpFilter,
     ProcClearRefs,
+    ProcCmdline,
+    ProcStatus,
+    ProcListDir,
 }
 
 impl Access {
     /// Every access that targets another process by pid (PTRACE_TRACEME is tested separately:
     /// its target is always the parent).
-    pub const ALL: [Access; 26] = [
+    pub const ALL: [Access; 29] = [
         Access::PtraceAttach,
         Access::PtraceSeize,
         Access::ProcMem,
@@ -72,6 +76,9 @@ impl Access {
         Access::ProcOomScoreAdj,
         Access::ProcCoredumpFilter,
         Access::ProcClearRefs,
+        Access::ProcCmdline,
+        Access::ProcStatus,
+        Access::ProcListDir,
     ];
 
     pub fn name(self) -> &'static str {
@@ -102,6 +109,9 @@ impl Access {
             Access::ProcOomScoreAdj => "proc-oom-score-adj-write",
             Access::ProcCoredumpFilter => "proc-coredump-filter-write",
             Access::ProcClearRefs => "proc-clear-refs-write",
+            Access::ProcCmdline => "proc-cmdline",
+            Access::ProcStatus => "proc-status",
+            Access::ProcListDir => "proc-list-task-dir",
         }
     }
 
@@ -109,19 +119,41 @@ impl Access {
         Access::ALL.into_iter().find(|a| a.name() == name)
     }
 
-    /// The errno an LSM refusal produces on this path (mm_access() turns a refusal into
-    /// EACCES for /proc files; the system calls report the hook's EPERM).
+    /// The errno a bulkhead refusal produces on this path: EPERM everywhere. (The /proc paths
+    /// gave EACCES when only mm_access() refused them; inode_permission now refuses the walk
+    /// into another domain's `/proc/<pid>` first.)
     pub fn denial_errno(self) -> i32 {
+        libc::EPERM
+    }
+}
+
+impl Access {
+    /// The audit records that show this access refused against the process `pid`: the hook
+    /// that judges it and the object the record names. The system calls are judged by their
+    /// task hooks (move_pages by ptrace_access_check, which its find_mm_struct asks before
+    /// task_movememory); every `/proc/<pid>` path by `inode_permission` on the procfs file.
+    pub fn recorded_as(self, pid: i32) -> Vec<(&'static str, Names)> {
+        let task = |hook| vec![(hook, Names::Task(pid))];
         match self {
-            Access::ProcMem
-            | Access::ProcEnviron
-            | Access::ProcAuxv
-            | Access::ProcFdOpen
-            | Access::ProcCwdReadlink
-            | Access::ProcCwdTraverse
-            | Access::ProcRootReadlink
-            | Access::ProcRootTraverse => libc::EACCES,
-            _ => libc::EPERM,
+            Access::SetNice => task("task_setnice"),
+            Access::SetScheduler | Access::SetAffinity => task("task_setscheduler"),
+            Access::GetScheduler | Access::GetAffinity => task("task_getscheduler"),
+            Access::SetIoprio => task("task_setioprio"),
+            Access::GetIoprio => task("task_getioprio"),
+            Access::SetRlimit => task("task_setrlimit"),
+            Access::MovePages => vec![
+                ("ptrace_access_check", Names::Task(pid)),
+                ("task_movememory", Names::Task(pid)),
+            ],
+            Access::GetPgid => task("task_getpgid"),
+            Access::GetSid => task("task_getsid"),
+            // Every path into another domain's /proc/<pid> is refused at the walk, before
+            // any ptrace check; pidfd_getfd and process_vm_readv take no path.
+            Access::ProcessVmReadv
+            | Access::PidfdGetfd
+            | Access::PtraceAttach
+            | Access::PtraceSeize => task("ptrace_access_check"),
+            _ => vec![("inode_permission", Names::FsObject("proc"))],
         }
     }
 }
@@ -230,15 +262,25 @@ pub fn attempt(access: Access, target: &Target) -> Outcome {
         Access::ProcRootTraverse => traverse(access, &format!("/proc/{pid}/root/")),
         Access::ProcessVmReadv => process_vm_readv(target),
         Access::PidfdGetfd => pidfd_getfd(pid),
-        Access::ProcOomScoreAdj => write_back(access, &format!("/proc/{pid}/oom_score_adj")),
+        Access::ProcOomScoreAdj => write_back(access, &format!("/proc/{pid}/oom_score_adj"), "0"),
         // Shown in hex without a prefix, parsed with the prefix's base: written back with one.
         Access::ProcCoredumpFilter => {
             let path = format!("/proc/{pid}/coredump_filter");
             match fs::read_to_string(&path) {
                 Ok(value) => write_proc(access, &path, &format!("0x{}", value.trim())),
+                Err(err) if err.raw_os_error() == Some(access.denial_errno()) => {
+                    write_proc(access, &path, "0x33")
+                }
                 Err(err) => Outcome::Error(format!("reading {path}: {err}")),
             }
         }
+        Access::ProcCmdline => read_proc(access, &format!("/proc/{pid}/cmdline"), None),
+        Access::ProcStatus => read_proc(
+            access,
+            &format!("/proc/{pid}/status"),
+            Some(&format!("Pid:\t{pid}\n")),
+        ),
+        Access::ProcListDir => list_dir(access, &format!("/proc/{pid}/task")),
         // Write-only; 5 resets the peak RSS count, the only request that changes no page.
         Access::ProcClearRefs => write_proc(access, &format!("/proc/{pid}/clear_refs"), "5"),
         _ => crate::task_control::attempt(access, pid),
@@ -303,6 +345,18 @@ fn proc_mem(target: &Target) -> Outcome {
     }
 }
 
+/// Lists a directory, which must hold at least one entry.
+fn list_dir(access: Access, path: &str) -> Outcome {
+    match fs::read_dir(path) {
+        Err(err) => failed(access, path, err),
+        Ok(mut entries) => match entries.next() {
+            Some(Ok(_)) => Outcome::Allowed,
+            Some(Err(err)) => failed(access, path, err),
+            None => Outcome::Error(format!("{path} listed as empty")),
+        },
+    }
+}
+
 fn read_proc(access: Access, path: &str, marker: Option<&str>) -> Outcome {
     let mut data = Vec::new();
     let read = fs::File::open(path).and_then(|mut file| file.read_to_end(&mut data));
@@ -318,11 +372,16 @@ fn read_proc(access: Access, path: &str, marker: Option<&str>) -> Outcome {
     }
 }
 
-/// Writes back the value a `/proc/<pid>` file holds (world-readable for these files), so an
-/// allowed write changes nothing; the kernel runs every check all the same.
-fn write_back(access: Access, path: &str) -> Outcome {
+/// Writes back the value a `/proc/<pid>` file holds, so an allowed write changes nothing; the
+/// kernel runs every check all the same. Where reading is refused (a task in a domain may not
+/// read another domain's `/proc/<pid>` either), the write is still tried, with `default` (the
+/// kernel's default value), so the refusal shown is the write's own.
+fn write_back(access: Access, path: &str, default: &str) -> Outcome {
     match fs::read_to_string(path) {
         Ok(value) => write_proc(access, path, value.trim()),
+        Err(err) if err.raw_os_error() == Some(access.denial_errno()) => {
+            write_proc(access, path, default)
+        }
         Err(err) => Outcome::Error(format!("reading {path}: {err}")),
     }
 }

@@ -8,7 +8,7 @@
 
 use std::{fs, io};
 
-use crate::{access::Outcome, fixtures};
+use crate::{access::Outcome, fixtures, refusal_records::Names};
 
 pub const OPS: [&str; 13] = [
     "bpf",
@@ -28,6 +28,30 @@ pub const OPS: [&str; 13] = [
 
 /// A cgroup the suite makes outside any domain (tests/src/scenarios_kernel.rs).
 pub const PROBE_CGROUP: &str = "/sys/fs/cgroup/bulkhead-probe";
+
+/// The audit records that show `op` refused: the capability checks come first on most of
+/// these paths (may_mount, may_init_module, open_kcore, fanotify_init), so a `capable` record
+/// is the usual one; the writes to kernel files are judged by `inode_permission` on the file
+/// of its filesystem.
+pub fn recorded_as(op: &str) -> Vec<(&'static str, Names)> {
+    let operation = |hooks: &[&'static str]| hooks.iter().map(|h| (*h, Names::Operation)).collect();
+    match op {
+        "bpf" => operation(&["bpf", "capable"]),
+        "dev-mem" | "kcore" => operation(&["capable", "locked_down"]),
+        "init-module" => operation(&["capable", "kernel_load_data"]),
+        "mount" => operation(&["capable", "sb_mount"]),
+        "umount" => operation(&["capable", "sb_umount"]),
+        "sysctl-write" => vec![("inode_permission", Names::FsObject("proc"))],
+        "sysfs-write" => vec![("inode_permission", Names::FsObject("sysfs"))],
+        "cgroup-mkdir" | "cgroup-freeze" => vec![("inode_permission", Names::FsObject("cgroup2"))],
+        "fanotify-permission" | "fanotify-mount" => operation(&["capable", "path_notify"]),
+        "inotify-protected" => vec![
+            ("inode_permission", Names::File),
+            ("path_notify", Names::File),
+        ],
+        _ => Vec::new(),
+    }
+}
 
 fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
     if ret < 0 {

@@ -18,6 +18,7 @@ mod ipc_access;
 mod kernel_access;
 mod key_access;
 mod perf_access;
+mod refusal_records;
 mod scenarios;
 mod scenarios_agent_files;
 mod scenarios_audit;

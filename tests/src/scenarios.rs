@@ -20,6 +20,7 @@ use crate::{
     access::{Access, Outcome},
     harness::Suite,
     helper::{SECRET, secret_addr},
+    refusal_records::{label_for, refused_and_recorded},
 };
 
 /// A process the suite attacks, described by what an allowed access must find.
@@ -205,15 +206,11 @@ pub fn run(filter: Option<&str>) -> usize {
         for access in Access::ALL {
             let args = probe_args(access, target);
             let denied_args = args.clone();
-            suite.add(
-                format!("deny:{}:{}", access.name(), target.name),
-                move || {
-                    expect(
-                        run_helper(true, "attacker", &as_strs(&denied_args), &[]),
-                        Outcome::Denied,
-                    )
-                },
-            );
+            let case = format!("deny:{}:{}", access.name(), target.name);
+            let recorded_as = access.recorded_as(target.pid);
+            suite.add(case.clone(), move || {
+                refused_and_recorded(&label_for(&case), &as_strs(&denied_args), &[], &recorded_as)
+            });
             suite.add(
                 format!("control-outside:{}:{}", access.name(), target.name),
                 move || {

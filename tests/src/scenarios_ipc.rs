@@ -10,6 +10,7 @@ use std::{
 use crate::{
     access::Outcome,
     harness::Suite,
+    refusal_records::{Names, is_refusal_by, label_for},
     scenarios::{exe, expect, run_helper},
     scenarios_audit::{log_len, wait_for_record},
 };
@@ -71,17 +72,33 @@ fn remove(kind: &str, key: i32, id: i32) {
     );
 }
 
-/// Makes an object, tries `op` on it (from a fresh domain when `sealed`), removes it.
+/// The hooks that judge System V IPC: every use asks `ipc_permission` (through ipcperms), the
+/// control commands their own hook.
+const IPC_HOOKS: [&str; 4] = [
+    "ipc_permission",
+    "shm_shmctl",
+    "msg_queue_msgctl",
+    "sem_semctl",
+];
+
+/// Makes an object, tries `op` on it (from a fresh domain when `sealed`), removes it. A refusal
+/// from a domain must also leave its audit record, naming the object.
 fn try_op(kind: &str, op: &str, maker: Maker, sealed: bool) -> Result<Outcome, String> {
     let key = fresh_key();
     let id = make(kind, key, maker)?;
+    let label = label_for(&format!("ipc-{kind}-{op}-{key}"));
+    let offset = log_len();
     let outcome = run_helper(
         sealed,
-        "ipc-attacker",
+        &label,
         &["ipc-op", kind, &key.to_string(), &id.to_string(), op],
         &[],
     );
     remove(kind, key, id);
+    if sealed && outcome == Outcome::Denied {
+        let expected: Vec<_> = IPC_HOOKS.iter().map(|h| (*h, Names::Ipc(id))).collect();
+        wait_for_record(offset, |record| is_refusal_by(record, &label, &expected))?;
+    }
     Ok(outcome)
 }
 

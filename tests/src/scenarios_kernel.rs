@@ -5,17 +5,21 @@
 use crate::{
     access::Outcome,
     harness::Suite,
-    kernel_access::OPS,
+    kernel_access::{self, OPS},
+    refusal_records::{Names, label_for, refused_and_recorded},
     scenarios::{expect, run_helper},
 };
 
 pub fn add(suite: &mut Suite<'_>) {
     for op in OPS {
-        suite.add(format!("deny:kernel-{op}:root-in-domain"), move || {
+        let case = format!("deny:kernel-{op}:root-in-domain");
+        suite.add(case.clone(), move || {
             make_probe_cgroup()?;
-            expect(
-                run_helper(true, "root", &["kernel", op], &[]),
-                Outcome::Denied,
+            refused_and_recorded(
+                &label_for(&case),
+                &["kernel", op],
+                &[],
+                &kernel_access::recorded_as(op),
             )
         });
         suite.add(format!("control-outside:kernel-{op}"), move || {
@@ -27,9 +31,18 @@ pub fn add(suite: &mut Suite<'_>) {
         });
     }
     for op in crate::tty_access::OPS {
-        suite.add(format!("deny:tty-{op}:own-terminal-in-domain"), move || {
+        let case = format!("deny:tty-{op}:own-terminal-in-domain");
+        suite.add(case.clone(), move || {
             allow_legacy_tiocsti()?;
-            expect(run_helper(true, "tty", &["tty", op], &[]), Outcome::Denied)
+            refused_and_recorded(
+                &label_for(&case),
+                &["tty", op],
+                &[],
+                &[
+                    ("file_ioctl", Names::Operation),
+                    ("file_ioctl_compat", Names::Operation),
+                ],
+            )
         });
         suite.add(format!("control-outside:tty-{op}"), move || {
             allow_legacy_tiocsti()?;
@@ -58,14 +71,22 @@ pub fn add_perf(suite: &mut Suite<'_>, supervisor: i32, other_domain: i32) {
         ("other-domain", other_domain, -1),
         ("cpu-wide", -1, 0),
     ] {
+        let pid_number = pid;
         let (pid, cpu) = (pid.to_string(), cpu.to_string());
         let args = move || ["perf".to_owned(), pid.clone(), cpu.clone()];
         let denied = args.clone();
-        suite.add(format!("deny:perf-open-{what}:root-in-domain"), move || {
+        let case = format!("deny:perf-open-{what}:root-in-domain");
+        // perf_event_open asks for CAP_PERFMON first (perfmon_capable), then, for one task,
+        // ptrace_may_access: either record shows bulkhead's refusal.
+        let mut recorded_as = vec![("capable", Names::Operation)];
+        if pid_number > 0 {
+            recorded_as.push(("ptrace_access_check", Names::Task(pid_number)));
+        }
+        suite.add(case.clone(), move || {
             let args = denied();
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             with_perf_paranoid("1", || {
-                expect(run_helper(true, "perf", &args, &[]), Outcome::Denied)
+                refused_and_recorded(&label_for(&case), &args, &[], &recorded_as)
             })
         });
         suite.add(format!("control-outside:perf-open-{what}"), move || {

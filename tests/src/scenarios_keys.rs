@@ -13,6 +13,7 @@ use crate::{
     access::Outcome,
     harness::Suite,
     key_access::{KEY_SPEC_USER_KEYRING, OPS},
+    refusal_records::{Names, is_refusal_by, label_for, refused_and_recorded},
     scenarios::{exe, expect, run_helper},
     scenarios_audit::{log_len, wait_for_record},
 };
@@ -101,36 +102,52 @@ impl Drop for DomainKey {
     }
 }
 
-fn key_op(sealed: bool, op: &str, serial: i32, name: &str) -> Outcome {
-    run_helper(
+/// Tries `op` on the key (from a fresh domain when `sealed`); a refusal from a domain must also
+/// leave its `key_permission` record, naming the key (a search, the keyring it looked in or
+/// the key it found).
+fn key_op(sealed: bool, op: &str, serial: i32, name: &str) -> Result<Outcome, String> {
+    let label = label_for(&format!("key-{op}-{name}"));
+    let offset = log_len();
+    let outcome = run_helper(
         sealed,
-        "key-attacker",
+        &label,
         &["key-op", op, &serial.to_string(), name],
         &[],
-    )
+    );
+    if sealed && outcome == Outcome::Denied {
+        let names = if op == "search" {
+            Names::Key(None)
+        } else {
+            Names::Key(Some(serial))
+        };
+        wait_for_record(offset, |record| {
+            is_refusal_by(record, &label, &[("key_permission", names)])
+        })?;
+    }
+    Ok(outcome)
 }
 
 pub fn add(suite: &mut Suite<'_>) {
     for op in OPS.into_iter().chain(["search"]) {
         suite.add(format!("deny:key-{op}:outside-key"), move || {
             let key = OutsideKey::new()?;
-            expect(key_op(true, op, key.serial, &key.name), Outcome::Denied)
+            expect(key_op(true, op, key.serial, &key.name)?, Outcome::Denied)
         });
         suite.add(format!("control-outside:key-{op}:outside-key"), move || {
             let key = OutsideKey::new()?;
-            expect(key_op(false, op, key.serial, &key.name), Outcome::Allowed)
+            expect(key_op(false, op, key.serial, &key.name)?, Outcome::Allowed)
         });
     }
     for op in OPS {
         suite.add(format!("deny:key-{op}:other-domain-key"), move || {
             let key = DomainKey::new()?;
-            expect(key_op(true, op, key.serial, &key.name), Outcome::Denied)
+            expect(key_op(true, op, key.serial, &key.name)?, Outcome::Denied)
         });
         suite.add(
             format!("control-outside:key-{op}:other-domain-key"),
             move || {
                 let key = DomainKey::new()?;
-                expect(key_op(false, op, key.serial, &key.name), Outcome::Allowed)
+                expect(key_op(false, op, key.serial, &key.name)?, Outcome::Allowed)
             },
         );
     }
@@ -142,9 +159,11 @@ pub fn add(suite: &mut Suite<'_>) {
         )
     });
     suite.add("deny:key-session-to-parent:in-domain", || {
-        expect(
-            run_helper(true, "key-parent", &["key-session-to-parent"], &[]),
-            Outcome::Denied,
+        refused_and_recorded(
+            "key-session-to-parent",
+            &["key-session-to-parent"],
+            &[],
+            &[("cred_alloc_blank", Names::Operation)],
         )
     });
     suite.add("control-outside:key-session-to-parent", || {

@@ -11,6 +11,7 @@ use std::{
 use crate::{
     access::Outcome,
     harness::Suite,
+    refusal_records::{Names, is_refusal_by, label_for},
     scenarios::{exe, expect, run_helper},
     scenarios_audit::{log_len, wait_for_record},
     shm_access::{create, operations, remove},
@@ -55,8 +56,18 @@ fn make(kind: &str, name: &str, maker: Maker) -> Result<(), String> {
 fn try_op(kind: &str, op: &str, maker: Maker, sealed: bool) -> Result<Outcome, String> {
     let name = fresh_name();
     make(kind, &name, maker)?;
-    let outcome = run_helper(sealed, "shm-attacker", &["shm-op", kind, &name, op], &[]);
+    let label = label_for(&format!("{kind}-{op}-{name}"));
+    let offset = log_len();
+    let outcome = run_helper(sealed, &label, &["shm-op", kind, &name, op], &[]);
     remove(kind, &name);
+    if sealed && outcome == Outcome::Denied {
+        let fs = if kind == "mq" { "mqueue" } else { "tmpfs" };
+        let expected: Vec<_> = ["inode_permission", "inode_setattr", "inode_unlink"]
+            .into_iter()
+            .map(|hook| (hook, Names::FsObject(fs)))
+            .collect();
+        wait_for_record(offset, |record| is_refusal_by(record, &label, &expected))?;
+    }
     Ok(outcome)
 }
 

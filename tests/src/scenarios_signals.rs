@@ -9,20 +9,26 @@ use std::process::Command;
 use crate::{
     access::Outcome,
     harness::Suite,
+    refusal_records::{Names, is_refusal_by, label_for, refused_and_recorded},
     scenarios::{expect, run_helper, start_target, stop_target},
+    scenarios_audit::{log_len, wait_for_record},
     signal_access::{DIRECT_OPS, owner_signal, signal_pending},
 };
 
 pub fn add(suite: &mut Suite<'_>, targets: &[(&'static str, i32)]) {
     for &(target, pid) in targets {
         for op in DIRECT_OPS {
+            let pid_number = pid;
             let pid = pid.to_string();
             let args = ["signal".to_owned(), op.to_owned(), pid];
             let denied = args.clone();
-            suite.add(format!("deny:signal-{op}:{target}"), move || {
-                expect(
-                    run_helper(true, "attacker", &strs(&denied), &[]),
-                    Outcome::Denied,
+            let case = format!("deny:signal-{op}:{target}");
+            suite.add(case.clone(), move || {
+                refused_and_recorded(
+                    &label_for(&case),
+                    &strs(&denied),
+                    &[],
+                    &[("task_kill", Names::Task(pid_number))],
                 )
             });
             suite.add(format!("control-outside:signal-{op}:{target}"), move || {
@@ -70,7 +76,8 @@ fn strs(args: &[String]) -> Vec<&str> {
 const OWNER_OPS: [&str; 2] = ["sigio", "sigurg"];
 
 /// A fresh target that blocks the signal (so delivery is visible), attacked by a sealed or
-/// unsealed process.
+/// unsealed process. Delivery is judged here, from outside any domain: an attacker in a domain
+/// may not read the target's `/proc/<pid>/status` to see it.
 fn owner_signal_against(
     op: &str,
     target_sealed: bool,
@@ -79,22 +86,44 @@ fn owner_signal_against(
 ) -> Result<(), String> {
     let label = target_sealed.then_some("sigio-target");
     let (child, pid, _) = start_target(label, "sigio-target")?;
-    let outcome = run_helper(
+    let signal = owner_signal(op);
+    let attacker = label_for(&format!("owner-{op}-{target_sealed}"));
+    let before = signal_pending(pid, signal);
+    let offset = log_len();
+    let attempt = run_helper(
         attacker_sealed,
-        "attacker",
+        &attacker,
         &["signal", op, &pid.to_string()],
         &[],
     );
-    // Belt and braces: the attacker's verdict must agree with what the target shows.
-    let pending = signal_pending(pid, owner_signal(op));
+    let after = signal_pending(pid, signal);
     stop_target(child);
+    let delivered = match (before, attempt, after) {
+        (Ok(false), Outcome::Allowed, Ok(after)) => after,
+        // The attacker saw the signal not arrive (it could read the target): so must we.
+        (Ok(false), Outcome::Denied, Ok(false)) => false,
+        (before, attempt, after) => {
+            return Err(format!(
+                "pending before {before:?}, attacker {attempt:?}, pending after {after:?}"
+            ));
+        }
+    };
+    let outcome = if delivered {
+        Outcome::Allowed
+    } else {
+        Outcome::Denied
+    };
     expect(outcome.clone(), want)?;
-    match (outcome, pending) {
-        (Outcome::Denied, Ok(false)) | (Outcome::Allowed, Ok(true)) => Ok(()),
-        (outcome, pending) => Err(format!(
-            "attacker saw {outcome:?} but target pending = {pending:?}"
-        )),
+    if outcome == Outcome::Denied {
+        wait_for_record(offset, |record| {
+            is_refusal_by(
+                record,
+                &attacker,
+                &[("file_send_sigiotask", Names::Task(pid))],
+            )
+        })?;
     }
+    Ok(())
 }
 
 /// The supervisor (outside any domain) must keep full control of its sealed task.

@@ -14,6 +14,7 @@ use std::{
 use crate::{
     access::Outcome,
     harness::Suite,
+    refusal_records::{Names, is_refusal_by, label_for},
     scenarios::{exe, expect, run_helper},
     scenarios_audit::{log_len, wait_for_record},
 };
@@ -101,12 +102,19 @@ fn try_op(
 ) -> Result<Outcome, String> {
     let name = namespace.fresh_name();
     let _server = serve(kind, &name, maker)?;
-    Ok(run_helper(
-        sealed,
-        "socket-attacker",
-        &["unix-op", op, kind, &name],
-        &[],
-    ))
+    let label = label_for(&format!("unix-{op}-{name}"));
+    let offset = log_len();
+    let outcome = run_helper(sealed, &label, &["unix-op", op, kind, &name], &[]);
+    if sealed && outcome == Outcome::Denied {
+        // Stream and seqpacket connects are judged by unix_stream_connect, every datagram
+        // (connect on a datagram socket only records the peer) by unix_may_send.
+        let expected = [
+            ("unix_stream_connect", Names::Socket),
+            ("unix_may_send", Names::Socket),
+        ];
+        wait_for_record(offset, |record| is_refusal_by(record, &label, &expected))?;
+    }
+    Ok(outcome)
 }
 
 pub fn add(suite: &mut Suite<'_>) {

@@ -23,6 +23,10 @@ pub struct KernelLayout {
     pub fown_file: FownFile,
     /// `offsetof(struct user_namespace, level)` (an `int`), for the capability hook.
     pub user_ns_level: u64,
+    /// How far a procfs inode's `struct proc_inode` keeps its `pid` pointer before the
+    /// embedded `vfs_inode` (`offsetof(vfs_inode) - offsetof(pid)`): set on every inode of a
+    /// task's `/proc/<pid>` tree, null on every other procfs inode.
+    pub proc_inode_pid_back: u64,
     /// `offsetof(struct task_struct, bpf_storage)`; must be a `struct bpf_local_storage *`.
     pub task_bpf_storage: u16,
     /// `offsetof(struct socket, sk)`; must be a `struct sock *`.
@@ -123,6 +127,21 @@ impl KernelLayout {
             }
         };
         let user_ns_level = field(btf, "user_namespace", "level", FieldShape::Int)?;
+        let proc_inode_pid_back = {
+            let pid = field(btf, "proc_inode", "pid", FieldShape::PointerTo("pid"))?;
+            let vfs_inode = field(
+                btf,
+                "proc_inode",
+                "vfs_inode",
+                FieldShape::Embedded("inode"),
+            )?;
+            match vfs_inode.checked_sub(pid) {
+                Some(back) if back > 0 => u64::from(back),
+                _ => bail!(
+                    "kernel BTF: proc_inode.pid (at {pid}) does not come before vfs_inode (at {vfs_inode})"
+                ),
+            }
+        };
         let task_bpf_storage = field(
             btf,
             "task_struct",
@@ -167,6 +186,7 @@ impl KernelLayout {
             dentry_d_inode: load_offset("dentry.d_inode", dentry_d_inode)?,
             fown_file,
             user_ns_level: user_ns_level.into(),
+            proc_inode_pid_back,
             task_bpf_storage: load_offset("task_struct.bpf_storage", task_bpf_storage)?,
             socket_sk: load_offset("socket.sk", socket_sk)?,
             unix_sock_path_dentry: load_offset("unix_sock.path.dentry", unix_path + path_dentry)?,
@@ -428,6 +448,13 @@ mod tests {
             );
             assert!(layout.describe.unix_addr > 0, "{package}");
             assert_eq!(layout.lookup_may_fail, suite == "bookworm", "{package}");
+            // `pid` is proc_inode's first member and the inode its last on every kernel since
+            // 4.x; what lies between differs (6.1 and 6.12 have no `pde` before `sysctl`).
+            assert!(
+                (64..1024).contains(&layout.proc_inode_pid_back),
+                "{package}: {}",
+                layout.proc_inode_pid_back
+            );
         }
     }
 

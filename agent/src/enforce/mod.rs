@@ -141,6 +141,7 @@ impl Enforcement {
             .override_global(FOWN_FILE_MODE_GLOBAL, &layout.fown_file.mode, true)
             .override_global(FOWN_FILE_OFFSET_GLOBAL, &layout.fown_file.offset, true)
             .override_global(USER_NS_LEVEL_OFFSET_GLOBAL, &layout.user_ns_level, true)
+            .override_global("PROC_INODE_PID_BACK", &layout.proc_inode_pid_back, true)
             .override_global(STORAGE_LIST_OFFSET_GLOBAL, &layout.storage.list, true)
             .override_global(SELEM_SNODE_OFFSET_GLOBAL, &layout.storage.snode, true)
             .override_global(SELEM_SMAP_OFFSET_GLOBAL, &layout.storage.smap, true)

@@ -4,6 +4,7 @@
 //! <pin_dir>/maps/TASK_DOMAIN       domains of live tasks (adopted by the next agent)
 //! <pin_dir>/maps/PROTECTED_INODE   protected-inode marks
 //! <pin_dir>/maps/FILE_OWNER        which domain set each file owner
+//! <pin_dir>/maps/FILE_OWNER_COUNT  how many FILE_OWNER records there are (at most)
 //! <pin_dir>/maps/IPC_OWNER         which domain created each System V IPC object
 //! <pin_dir>/maps/AUDIT_EVENTS      audit ring buffer; AUDIT_LOST its overflow count
 //! <pin_dir>/maps/SETTINGS          enforce or audit mode
@@ -32,7 +33,7 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// The maps shared between agent generations (aya-log's ring is per agent and is not pinned).
 /// The audit ring is: events written while no agent runs wait for the next one.
-pub const PINNED_MAPS: [&str; 15] = [
+pub const PINNED_MAPS: [&str; 16] = [
     bulkhead_common::TASK_DOMAIN_MAP,
     bulkhead_common::SHM_DOMAIN_MAP,
     bulkhead_common::KEY_OWNER_MAP,
@@ -41,6 +42,7 @@ pub const PINNED_MAPS: [&str; 15] = [
     bulkhead_common::REACHABLE_SOCKET_MAP,
     bulkhead_common::PROTECTED_INODE_MAP,
     bulkhead_common::FILE_OWNER_MAP,
+    bulkhead_common::FILE_OWNER_COUNT_MAP,
     bulkhead_common::IPC_OWNER_MAP,
     bulkhead_common::audit::AUDIT_EVENTS_MAP,
     bulkhead_common::audit::AUDIT_LOST_MAP,

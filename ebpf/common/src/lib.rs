@@ -68,6 +68,11 @@ pub const KEY_OWNER_MAP: &str = "KEY_OWNER";
 /// key whose record was evicted counts as made outside every domain (refused to all domains).
 pub const KEY_OWNER_ENTRIES: u32 = 65536;
 
+/// Name of the one-entry array counting FILE_OWNER's records (never fewer than there are), so
+/// that freeing a file, which every process on the node does, skips the hash delete while no
+/// task in a domain has set a file owner.
+pub const FILE_OWNER_COUNT_MAP: &str = "FILE_OWNER_COUNT";
+
 /// Upper bound on files whose owner was set from inside a domain, across all domains.
 pub const FILE_OWNER_MAP_ENTRIES: u32 = 16384;
 

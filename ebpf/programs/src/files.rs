@@ -16,7 +16,7 @@ use bulkhead_common::audit::hook;
 use crate::{
     audit::refuse_inode,
     hook_args::{hook_arg, verdict},
-    kernel_files::check_write,
+    kernel_files,
     kernel_layout::dentry_inode,
     protected_inode::{is_protected, protect},
     shared_memory::check_shared,
@@ -25,7 +25,8 @@ use crate::{
 
 /// Runs on every path component of every lookup on the machine, so a task outside any domain
 /// leaves after exactly one map lookup (its own task storage). For a task in a domain it also
-/// guards writes to procfs, cgroupfs and the other kernel filesystems (kernel_files.rs), and
+/// guards other tasks' `/proc/<pid>` files and writes to procfs, cgroupfs and the other kernel
+/// filesystems (kernel_files.rs), and
 /// the opening of POSIX shared memory and message queues (shared_memory.rs).
 #[lsm(hook = "inode_permission")]
 pub fn inode_permission(ctx: LsmContext) -> i32 {
@@ -38,7 +39,7 @@ pub fn inode_permission(ctx: LsmContext) -> i32 {
     if is_protected(inode) {
         return refuse_inode(hook::INODE_PERMISSION, mask, domain, inode);
     }
-    check_write(domain, inode, mask)
+    kernel_files::check(domain, inode, mask)
         .or_else(|| check_shared(hook::INODE_PERMISSION, mask, domain, inode))
         .unwrap_or(0)
 }

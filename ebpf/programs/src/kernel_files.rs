@@ -1,14 +1,19 @@
 //! Writes to files that act on processes or on the kernel rather than hold data.
 //!
-//! - `/proc/<pid>/...` files belong to the domain of their task. Many of them act on it
-//!   through checks that never ask a task hook: `oom_score_adj` and `oom_adj` (which process the
-//!   OOM killer takes), `coredump_filter`, `clear_refs`, `fail-nth`, `sched`, `autogroup`,
-//!   `uid_map`/`gid_map`/`setgroups`, `timens_offsets`. The kernel tells every LSM which task a
-//!   `/proc` inode belongs to (`task_to_inode`, when the inode is made and at every lookup that
-//!   revalidates it), so the task's domain is copied into the inode's storage there. A task in
-//!   a domain may write only its own domain's `/proc/<pid>` files; every other procfs file
-//!   (sysctls under `/proc/sys`, `/proc/sysrq-trigger`, the files of tasks outside any domain or
-//!   in another) is refused.
+//! - `/proc/<pid>/...` files belong to the domain of their task. Reading them is mostly
+//!   guarded by `ptrace_may_access` (ptrace_access_check), but not all of it: `cmdline`,
+//!   `status`, `stat`, `comm`, `cgroup`, `mountinfo`, `limits`, `sched` and the rest are
+//!   world-readable, and many files act on the task through checks that never ask a task hook
+//!   when written: `oom_score_adj` and `oom_adj` (which process the OOM killer takes),
+//!   `coredump_filter`, `clear_refs`, `fail-nth`, `sched`, `autogroup`, `uid_map`/`gid_map`/
+//!   `setgroups`, `timens_offsets`. The kernel tells every LSM which task a `/proc` inode
+//!   belongs to (`task_to_inode`, when the inode is made and at every lookup that revalidates
+//!   it, before the lookup's permission check), so the task's domain is copied into the inode's
+//!   storage there. A task in a domain may reach only its own domain's `/proc/<pid>` trees:
+//!   any other (of a task outside every domain or in another domain) is refused to it, for
+//!   reading, writing and walking into alike, so it sees other processes only as the numbers in
+//!   a listing of `/proc`. Procfs files of no task (`/proc/meminfo`, `/proc/sys`) stay readable,
+//!   and none of them is writable (sysctls, `/proc/sysrq-trigger`).
 //! - cgroup files (v1 and v2), sysfs, securityfs, tracefs, debugfs, configfs, pstore, efivarfs,
 //!   the SELinux and Smack filesystems and bpffs are the node's: writing `cgroup.procs` or
 //!   `cgroup.threads` moves a process (no hook sees which), `cgroup.kill` sends SIGKILL without
@@ -29,7 +34,7 @@ use bulkhead_common::{DomainId, NO_DOMAIN, audit::hook};
 use crate::{
     audit::refuse_fs_object,
     hook_args::hook_arg,
-    kernel_layout::inode_fs,
+    kernel_layout::{inode_fs, proc_inode_has_pid},
     local_storage::{INODE_STORAGE, LocalStorage, inode_domain, set_inode_domain},
     may_reach,
     task_domain::domain_of,
@@ -81,34 +86,53 @@ pub fn task_to_inode(ctx: LsmContext) -> i32 {
 /// The verdict for a task of domain `actor` asking `mask` on `inode`, as far as this module
 /// is concerned: `None` when it has nothing against it.
 #[inline(always)]
-pub fn check_write(actor: DomainId, inode: *mut c_void, mask: u32) -> Option<i32> {
-    if mask & (MAY_WRITE | MAY_APPEND) == 0 {
-        return None;
-    }
+pub fn check(actor: DomainId, inode: *mut c_void, mask: u32) -> Option<i32> {
+    let writes = mask & (MAY_WRITE | MAY_APPEND) != 0;
     let (magic, _) = inode_fs(inode);
-    if magic == PROC_SUPER_MAGIC {
-        let owner = inode_domain(&PROC_DOMAIN, inode);
-        if may_reach(actor, owner) {
-            return None;
+    let owner = if magic == PROC_SUPER_MAGIC {
+        match proc_owner(inode) {
+            ProcOwner::Domain(owner) if may_reach(actor, owner) => return None,
+            ProcOwner::NoTask if !writes => return None,
+            ProcOwner::Domain(owner) => owner,
+            ProcOwner::NoTask | ProcOwner::Unknown => NO_DOMAIN,
         }
-        return Some(refuse_fs_object(
-            hook::INODE_PERMISSION,
-            mask,
-            actor,
-            inode,
-            magic,
-            owner,
-        ));
+    } else if writes && NODE_FILESYSTEMS.contains(&magic) {
+        NO_DOMAIN
+    } else {
+        return None;
+    };
+    Some(refuse_fs_object(
+        hook::INODE_PERMISSION,
+        mask,
+        actor,
+        inode,
+        magic,
+        owner,
+    ))
+}
+
+/// Whose a procfs inode is.
+enum ProcOwner {
+    /// A file of a task's `/proc/<pid>` tree, of that task's domain (`NO_DOMAIN`: outside
+    /// every domain).
+    Domain(DomainId),
+    /// A procfs file of no task: `/proc/meminfo`, `/proc/sys/...`, the `/proc/self` link.
+    NoTask,
+    /// Cannot be told (the layout was not set, or the read failed).
+    Unknown,
+}
+
+/// Inodes of a task in a domain carry the domain (task_to_inode); the `pid` of the inode's
+/// proc_inode tells the files of tasks outside every domain from the files of no task.
+#[inline(always)]
+fn proc_owner(inode: *mut c_void) -> ProcOwner {
+    let owner = inode_domain(&PROC_DOMAIN, inode);
+    if owner != NO_DOMAIN {
+        return ProcOwner::Domain(owner);
     }
-    if NODE_FILESYSTEMS.contains(&magic) {
-        return Some(refuse_fs_object(
-            hook::INODE_PERMISSION,
-            mask,
-            actor,
-            inode,
-            magic,
-            NO_DOMAIN,
-        ));
+    match proc_inode_has_pid(inode) {
+        Some(true) => ProcOwner::Domain(NO_DOMAIN),
+        Some(false) => ProcOwner::NoTask,
+        None => ProcOwner::Unknown,
     }
-    None
 }

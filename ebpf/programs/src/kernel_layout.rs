@@ -157,3 +157,22 @@ pub fn in_initial_user_ns(ns: u64) -> bool {
         Err(_) => true,
     }
 }
+
+// Set by the agent: how far before a procfs inode its `struct proc_inode` keeps the `pid`
+// pointer (`offsetof(vfs_inode) - offsetof(pid)`). Zero until set.
+agent_set!(PROC_INODE_PID_BACK = 0);
+
+/// Does the procfs inode `inode` belong to a task's `/proc/<pid>` tree (its proc_inode has a
+/// pid)? `None` when that cannot be read: the caller refuses.
+#[inline(always)]
+pub fn proc_inode_has_pid(inode: *const c_void) -> Option<bool> {
+    let back = PROC_INODE_PID_BACK.get();
+    if back == 0 || (inode as u64) < back {
+        return None;
+    }
+    // SAFETY: reads one pointer of kernel memory through the checked helper; procfs inodes are
+    // always the `vfs_inode` of a proc_inode (fs/proc/inode.c allocates nothing else).
+    unsafe { bpf_probe_read_kernel((inode as u64 - back) as *const u64) }
+        .ok()
+        .map(|pid| pid != 0)
+}

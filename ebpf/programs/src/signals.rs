@@ -90,7 +90,10 @@ pub fn file_set_fowner(ctx: LsmContext) -> i32 {
 
 #[lsm(hook = "file_free_security")]
 pub fn file_free_security(ctx: LsmContext) -> i32 {
-    // A later file at this address must not inherit the record.
+    // Room back for a later file's record; nothing to give back while there is no record.
+    if file_owner::none_recorded() {
+        return 0;
+    }
     let key = file_key(hook_arg!(ctx, FileFreeSecurityFile) as *const c_void);
     if key != 0 {
         file_owner::forget(key);
