@@ -14,6 +14,7 @@ echo "supervisor: pid $sup, holds DEMO_SECRET in its environment; first mapping 
 echo
 echo "-- control: a process outside any domain reads the supervisor"
 sh -c "tr '\0' '\n' < /proc/$sup/environ | grep DEMO_SECRET" && echo "   environ: READ (outside a domain bulkhead allows it)"
+cat /proc/$sup/cmdline >/dev/null && echo "   cmdline: READ"
 n=$(sh -c "dd if=/proc/$sup/mem bs=4096 skip=\$((0x$addr / 4096)) count=1 2>/dev/null | wc -c")
 echo "   mem: read $n bytes at 0x$addr"
 echo
@@ -22,8 +23,10 @@ bulkhead exec --label demo-task -- sh -c "
   echo \"   task pid \$\$ sealed into domain \$BULKHEAD_DOMAIN\"
   if tr '\0' '\n' < /proc/$sup/environ | grep DEMO_SECRET; then echo '   environ: READ (bulkhead failed!)'; exit 1; fi
   echo '   environ: refused'
-  if dd if=/proc/$sup/mem bs=4096 skip=\$((0x$addr / 4096)) count=1 2>&1 >/dev/null | grep -q 'denied'; then
-    echo '   mem: refused (Permission denied)'
+  if cat /proc/$sup/cmdline >/dev/null 2>&1; then echo '   cmdline: READ (bulkhead failed!)'; exit 1; fi
+  echo '   cmdline: refused (world-readable to Unix permissions, not across domains)'
+  if dd if=/proc/$sup/mem bs=4096 skip=\$((0x$addr / 4096)) count=1 2>&1 >/dev/null | grep -q 'not permitted'; then
+    echo '   mem: refused (Operation not permitted)'
   else
     echo '   mem: READ (bulkhead failed!)'; exit 1
   fi
@@ -37,5 +40,5 @@ echo
 echo "-- the kernel's refusals, as the audit trail records them"
 grep '"label":"demo-task"' /var/log/bulkhead/audit.jsonl | sed 's/^/   /'
 echo
-if [ "$task" -eq 0 ]; then echo "demo: the task was refused both reads"; else echo "demo: FAILED"; fi
+if [ "$task" -eq 0 ]; then echo "demo: the task was refused every read"; else echo "demo: FAILED"; fi
 exit "$task"
