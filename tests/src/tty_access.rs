@@ -50,6 +50,24 @@ fn open_pty() -> Result<(i32, String), String> {
     }
 }
 
+/// Whether `byte` comes out of the pty master (the terminal's echo of its input).
+fn echoed(master: i32, byte: u8) -> bool {
+    let mut pollfd = libc::pollfd {
+        fd: master,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let mut buf = [0u8; 64];
+    // SAFETY: one pollfd and a buffer of the length passed.
+    unsafe {
+        if libc::poll(&mut pollfd, 1, 500) != 1 {
+            return false;
+        }
+        let n = libc::read(master, buf.as_mut_ptr().cast(), buf.len());
+        n > 0 && buf[..n as usize].contains(&byte)
+    }
+}
+
 pub fn attempt(op: &str) -> Outcome {
     let (master, slave) = match open_pty() {
         Ok(pty) => pty,
@@ -68,6 +86,11 @@ pub fn attempt(op: &str) -> Outcome {
             if fd < 0 {
                 libc::_exit(22);
             }
+            // The kernel's own checks let a task act on its controlling terminal: it must be
+            // that, or a refusal could be the kernel's.
+            if libc::tcgetsid(fd) != libc::getsid(0) {
+                libc::_exit(23);
+            }
             let byte: libc::c_char = b'x' as libc::c_char;
             let own_group: libc::pid_t = libc::getpgrp();
             let rc = match op {
@@ -80,6 +103,11 @@ pub fn attempt(op: &str) -> Outcome {
                 _ => libc::ioctl(fd, libc::TIOCLINUX, &byte),
             };
             let errno = *libc::__errno_location();
+            // TIOCSTI's byte goes into the terminal's input, whose echo comes out of the
+            // master: what the ioctl's result says must be what the terminal shows.
+            if op == "tiocsti" && echoed(master, b'x') != (rc == 0) {
+                libc::_exit(if rc == 0 { 24 } else { 25 });
+            }
             let past_the_hook = matches!(op, "tioclinux" | "tiocsig" | "kdskbmode");
             libc::_exit(match (rc, errno) {
                 (0, _) => 0,
@@ -91,14 +119,16 @@ pub fn attempt(op: &str) -> Outcome {
         -1 => Outcome::Error(format!("fork: {}", std::io::Error::last_os_error())),
         child => {
             let mut status = 0;
-            // SAFETY: plain waitpid; the master is closed afterwards.
-            unsafe {
-                libc::waitpid(child, &mut status, 0);
-                libc::close(master);
-            }
+            // SAFETY: plain waitpid.
+            unsafe { libc::waitpid(child, &mut status, 0) };
+            // SAFETY: our own fd.
+            unsafe { libc::close(master) };
             match libc::WEXITSTATUS(status) {
                 0 => Outcome::Allowed,
                 10 => Outcome::Denied,
+                23 => Outcome::Error(format!("{op}: the pty is not the controlling terminal")),
+                24 => Outcome::Error("TIOCSTI allowed, but no byte reached the terminal".into()),
+                25 => Outcome::Error("TIOCSTI refused, but its byte reached the terminal".into()),
                 code => Outcome::Error(format!("{op}: child exit {code} (30+ is 30 + errno)")),
             }
         }

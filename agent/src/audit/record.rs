@@ -181,6 +181,16 @@ mod tests {
 
     use super::*;
 
+    /// A context at time "t" with the given labels and no path.
+    fn labelled(actor: Option<&'static str>, target: Option<&'static str>) -> Context<'static> {
+        Context {
+            time: "t".into(),
+            actor_label: actor,
+            target_label: target,
+            path: None,
+        }
+    }
+
     fn comm_bytes(name: &str) -> [u8; 16] {
         let mut bytes = [0; 16];
         bytes[..name.len()].copy_from_slice(name.as_bytes());
@@ -255,15 +265,7 @@ mod tests {
         event.target_domain = 0;
         event.ipc_id = 32769;
         event.inode = u64::from(0xdead_beef_u32);
-        let value = to_json(
-            &event,
-            &Context {
-                time: "t".into(),
-                actor_label: Some("dag.task"),
-                target_label: None,
-                path: None,
-            },
-        );
+        let value = to_json(&event, &labelled(Some("dag.task"), None));
         assert_eq!(value["hook"], "ipc_permission");
         assert_eq!(value["ipc"]["id"], 32769);
         assert_eq!(
@@ -280,12 +282,7 @@ mod tests {
 
     #[test]
     fn a_socket_denial_names_the_socket_and_its_owner() {
-        let context = Context {
-            time: "t".into(),
-            actor_label: Some("dag.task"),
-            target_label: Some("other.task"),
-            path: None,
-        };
+        let context = labelled(Some("dag.task"), Some("other.task"));
         let mut event = AuditEvent::zeroed();
         event.hook = hook::UNIX_STREAM_CONNECT;
         event.decision = DECISION_DENIED;
@@ -320,15 +317,7 @@ mod tests {
         event.target_kind = TARGET_KEY;
         event.access = 2;
         event.ipc_id = 912_345_678;
-        let value = to_json(
-            &event,
-            &Context {
-                time: "t".into(),
-                actor_label: Some("dag.task"),
-                target_label: None,
-                path: None,
-            },
-        );
+        let value = to_json(&event, &labelled(Some("dag.task"), None));
         assert_eq!(value["hook"], "key_permission");
         assert_eq!(value["key"]["serial"], 912_345_678);
         assert!(value["key"]["domain"].is_null());
@@ -342,15 +331,7 @@ mod tests {
         event.target_kind = TARGET_FS_OBJECT;
         event.ipc_id = 0x6367_7270;
         event.inode = 5;
-        let value = to_json(
-            &event,
-            &Context {
-                time: "t".into(),
-                actor_label: None,
-                target_label: None,
-                path: None,
-            },
-        );
+        let value = to_json(&event, &labelled(None, None));
         assert_eq!(value["fs_object"]["fs"], "cgroup2");
         assert_eq!(value["fs_object"]["inode"], 5);
         assert!(value["fs_object"]["domain"].is_null());

@@ -64,7 +64,11 @@ pub fn record(key: u64, domain: DomainId) -> bool {
 /// Forgets the record (owner set again from outside a domain, or the file is freed).
 #[inline(always)]
 pub fn forget(key: u64) {
-    // Absent keys are the common case; only a removal lowers the count.
+    // Absent keys are the common case (every owner set from outside a domain comes here), and
+    // with no record at all there is no delete to make; only a removal lowers the count.
+    if none_recorded() {
+        return;
+    }
     if FILE_OWNER.remove(&key).is_ok()
         && let Some(count) = FILE_OWNER_COUNT.get_ptr_mut(0)
     {
@@ -75,7 +79,7 @@ pub fn forget(key: u64) {
 
 /// True when no file has an owner record, so there is nothing to forget.
 #[inline(always)]
-pub fn none_recorded() -> bool {
+fn none_recorded() -> bool {
     // SAFETY: a plain load of the count; a stale read is a later count of a file that is
     // not this one (this file's record, if any, was counted before its last reference went).
     FILE_OWNER_COUNT

@@ -18,47 +18,37 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 use aya_log_ebpf::info;
-use bulkhead_common::{DomainId, IPC_OWNER_ENTRIES, NO_DOMAIN, UNDECIDABLE, audit::hook};
+use bulkhead_common::{DomainId, IPC_OWNER_ENTRIES, NO_DOMAIN, audit::hook};
 
 use crate::{
-    E2BIG, EAGAIN, ENOMEM, ENOSPC,
     audit::refuse_ipc,
+    creator_record::{self, NotRecorded},
     hook_args::{hook_arg, verdict},
     may_reach,
-    task_domain::{current_domain, restricted_actor},
+    task_domain::restricted_actor,
 };
 
 #[map(name = "IPC_OWNER")]
 static IPC_OWNER: HashMap<u64, DomainId> = HashMap::with_max_entries(IPC_OWNER_ENTRIES, 0);
 
-/// Records who creates the object at `object`. An object made outside every domain gets no
-/// entry, and one left at its address (by an object whose allocation another LSM refused, so
-/// that no free hook ran) is removed: it must not lend the new object a domain.
+/// Records who creates the object at `object` (creator_record.rs); an object whose creator
+/// cannot be recorded is not created.
 #[inline(always)]
 fn record_creator(ctx: &LsmContext, object: *mut c_void, previous: i32) -> i32 {
     if previous != 0 {
         return previous;
     }
-    let key = object as u64;
-    let domain = current_domain();
-    if domain == NO_DOMAIN {
-        let _ = IPC_OWNER.remove(&key);
-        return 0;
-    }
-    if domain == UNDECIDABLE {
-        // The object's owner cannot be known: it is not created.
-        return -EAGAIN;
-    }
-    match IPC_OWNER.insert(&key, &domain, 0) {
+    match creator_record::record_creator(&IPC_OWNER, object as u64) {
         Ok(()) => 0,
-        Err(err) => {
+        Err(NotRecorded::NoRoom { domain, errno }) => {
             info!(
                 ctx,
                 "bulkhead: IPC object of domain {} not created, its owner cannot be recorded",
                 domain
             );
-            if err == -E2BIG { -ENOSPC } else { -ENOMEM }
+            errno
         }
+        Err(undecidable) => undecidable.verdict(),
     }
 }
 

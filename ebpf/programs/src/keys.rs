@@ -23,14 +23,14 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 use aya_log_ebpf::info;
-use bulkhead_common::{DomainId, KEY_OWNER_ENTRIES, NO_DOMAIN, UNDECIDABLE, audit::hook};
+use bulkhead_common::{DomainId, KEY_OWNER_ENTRIES, NO_DOMAIN, audit::hook};
 
 use crate::{
-    EAGAIN, ENOMEM,
     audit::{refuse, refuse_key},
+    creator_record::{self, NotRecorded},
     hook_args::{hook_arg, verdict},
     may_reach,
-    task_domain::{current_domain, restricted_actor},
+    task_domain::restricted_actor,
 };
 
 #[map(name = "KEY_OWNER")]
@@ -52,25 +52,16 @@ pub fn key_alloc(ctx: LsmContext) -> i32 {
     if previous != 0 {
         return previous;
     }
-    let key = hook_arg!(ctx, KeyAllocKey);
-    let domain = current_domain();
-    if domain == NO_DOMAIN {
-        let _ = KEY_OWNER.remove(&key);
-        return 0;
-    }
-    if domain == UNDECIDABLE {
-        // The key's owner cannot be known: it is not created.
-        return -EAGAIN;
-    }
-    match KEY_OWNER.insert(&key, &domain, 0) {
+    match creator_record::record_creator(&KEY_OWNER, hook_arg!(ctx, KeyAllocKey)) {
         Ok(()) => 0,
-        Err(_) => {
+        Err(NotRecorded::NoRoom { domain, errno }) => {
             info!(
                 &ctx,
                 "bulkhead: key of domain {} not created, its owner cannot be recorded", domain
             );
-            -ENOMEM
+            errno
         }
+        Err(undecidable) => undecidable.verdict(),
     }
 }
 

@@ -12,7 +12,7 @@ use core::{ffi::c_void, ptr};
 
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE, bpf_map_type},
-    helpers::generated::bpf_inode_storage_get,
+    helpers::generated::{bpf_inode_storage_get, bpf_sk_storage_get},
 };
 use bulkhead_common::{DomainId, NO_DOMAIN};
 
@@ -51,6 +51,51 @@ impl<V, const MAP_TYPE: usize> LocalStorage<V, MAP_TYPE> {
     }
 }
 
+/// The signature of the storage helpers (`bpf_inode_storage_get`, `bpf_sk_storage_get`): map,
+/// owner object, initial value, flags.
+trait StorageGet: FnOnce(*mut c_void, *mut c_void, *mut c_void, u64) -> *mut c_void {}
+impl<F: FnOnce(*mut c_void, *mut c_void, *mut c_void, u64) -> *mut c_void> StorageGet for F {}
+
+/// The domain `get` finds stored for `object`, or [`NO_DOMAIN`] when none is.
+#[inline(always)]
+fn stored_domain(get: impl StorageGet, map: *mut c_void, object: *mut c_void) -> DomainId {
+    let value = get(map, object, ptr::null_mut(), 0);
+    if value.is_null() {
+        return NO_DOMAIN;
+    }
+    // SAFETY: non-null map value pointer of type DomainId.
+    unsafe { *value.cast::<DomainId>() }
+}
+
+/// Stores `domain` for `object`, creating the entry; false when the kernel could not allocate it.
+#[inline(always)]
+fn store_domain(
+    get: impl StorageGet,
+    map: *mut c_void,
+    object: *mut c_void,
+    domain: DomainId,
+) -> bool {
+    let mut initial = domain;
+    let value = get(
+        map,
+        object,
+        ptr::from_mut(&mut initial).cast(),
+        BPF_LOCAL_STORAGE_GET_F_CREATE.into(),
+    )
+    .cast::<DomainId>();
+    if value.is_null() {
+        return false;
+    }
+    // The entry may have existed (a procfs inode is labelled again at every lookup).
+    // SAFETY: non-null map value pointer of type DomainId.
+    unsafe { *value = domain };
+    true
+}
+
+// SAFETY (the four helpers below): `inode` and `sk` are BTF pointers from a hook or read from
+// one (`dentry->d_inode`, `socket->sk`), which the helpers validate; an initial value lives on
+// the calling program's stack for the call.
+
 /// The domain an inode-storage map of [`DomainId`]s holds for `inode`, or [`NO_DOMAIN`] when it
 /// holds none.
 #[inline(always)]
@@ -58,14 +103,11 @@ pub fn inode_domain(
     map: &'static LocalStorage<DomainId, INODE_STORAGE>,
     inode: *mut c_void,
 ) -> DomainId {
-    // SAFETY: `inode` is a BTF pointer from a hook or from `dentry->d_inode`; the helper
-    // validates it.
-    let value = unsafe { bpf_inode_storage_get(map.as_map_ptr(), inode, ptr::null_mut(), 0) };
-    if value.is_null() {
-        return NO_DOMAIN;
-    }
-    // SAFETY: non-null map value pointer of type DomainId.
-    unsafe { *value.cast::<DomainId>() }
+    stored_domain(
+        |m, o, v, f| unsafe { bpf_inode_storage_get(m, o, v, f) },
+        map.as_map_ptr(),
+        inode,
+    )
 }
 
 /// Records `domain` for `inode` in an inode-storage map of [`DomainId`]s, creating the entry.
@@ -76,22 +118,35 @@ pub fn set_inode_domain(
     inode: *mut c_void,
     domain: DomainId,
 ) -> bool {
-    let mut initial = domain;
-    // SAFETY: as above; `initial` lives on this program's stack for the call.
-    let value = unsafe {
-        bpf_inode_storage_get(
-            map.as_map_ptr(),
-            inode,
-            ptr::from_mut(&mut initial).cast(),
-            BPF_LOCAL_STORAGE_GET_F_CREATE.into(),
-        )
-    }
-    .cast::<DomainId>();
-    if value.is_null() {
-        return false;
-    }
-    // The entry may have existed (a procfs inode is labelled again at every lookup).
-    // SAFETY: non-null map value pointer of type DomainId.
-    unsafe { *value = domain };
-    true
+    store_domain(
+        |m, o, v, f| unsafe { bpf_inode_storage_get(m, o, v, f) },
+        map.as_map_ptr(),
+        inode,
+        domain,
+    )
+}
+
+/// The domain a socket-storage map of [`DomainId`]s holds for `sk`, or [`NO_DOMAIN`].
+#[inline(always)]
+pub fn sk_domain(map: &'static LocalStorage<DomainId, SK_STORAGE>, sk: *mut c_void) -> DomainId {
+    stored_domain(
+        |m, o, v, f| unsafe { bpf_sk_storage_get(m, o, v, f) },
+        map.as_map_ptr(),
+        sk,
+    )
+}
+
+/// Records `domain` for `sk`, creating the entry; false when the kernel could not allocate it.
+#[inline(always)]
+pub fn set_sk_domain(
+    map: &'static LocalStorage<DomainId, SK_STORAGE>,
+    sk: *mut c_void,
+    domain: DomainId,
+) -> bool {
+    store_domain(
+        |m, o, v, f| unsafe { bpf_sk_storage_get(m, o, v, f) },
+        map.as_map_ptr(),
+        sk,
+        domain,
+    )
 }

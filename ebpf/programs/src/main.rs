@@ -15,6 +15,7 @@
 mod agent_set;
 mod atomic;
 mod audit;
+mod creator_record;
 mod file_owner;
 mod files;
 mod hook_args;

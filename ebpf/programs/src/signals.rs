@@ -90,10 +90,7 @@ pub fn file_set_fowner(ctx: LsmContext) -> i32 {
 
 #[lsm(hook = "file_free_security")]
 pub fn file_free_security(ctx: LsmContext) -> i32 {
-    // Room back for a later file's record; nothing to give back while there is no record.
-    if file_owner::none_recorded() {
-        return 0;
-    }
+    // Room back for a later file's record (forget skips the delete while there is none).
     let key = file_key(hook_arg!(ctx, FileFreeSecurityFile) as *const c_void);
     if key != 0 {
         file_owner::forget(key);

@@ -21,8 +21,7 @@
 use core::{ffi::c_void, ptr};
 
 use aya_ebpf::{
-    bindings::BPF_LOCAL_STORAGE_GET_F_CREATE,
-    helpers::generated::{bpf_inode_storage_get, bpf_sk_storage_get, bpf_skc_to_unix_sock},
+    helpers::generated::{bpf_inode_storage_get, bpf_skc_to_unix_sock},
     macros::lsm,
     programs::LsmContext,
 };
@@ -33,7 +32,7 @@ use crate::{
     audit::refuse_socket,
     hook_args::{hook_arg, verdict},
     kernel_layout::{dentry_inode, socket_sk, unix_bound_dentry, unix_peer},
-    local_storage::{INODE_STORAGE, LocalStorage, SK_STORAGE},
+    local_storage::{INODE_STORAGE, LocalStorage, SK_STORAGE, set_sk_domain, sk_domain},
     may_reach,
     task_domain::{current_domain, restricted_actor},
 };
@@ -77,24 +76,10 @@ pub fn socket_post_create(ctx: LsmContext) -> i32 {
     if sk.is_null() {
         return -EAGAIN;
     }
-    let mut initial = domain;
-    // SAFETY: `sk` is a BTF pointer to the new socket's `struct sock`; `initial` lives on this
-    // program's stack for the call.
-    let value = unsafe {
-        bpf_sk_storage_get(
-            SOCKET_DOMAIN.as_map_ptr(),
-            sk,
-            ptr::from_mut(&mut initial).cast(),
-            BPF_LOCAL_STORAGE_GET_F_CREATE.into(),
-        )
-    }
-    .cast::<DomainId>();
-    if value.is_null() {
+    // A new socket has no storage yet; should one be there, the maker's domain replaces it.
+    if !set_sk_domain(&SOCKET_DOMAIN, sk, domain) {
         return -ENOMEM;
     }
-    // A new socket has no storage yet; should one be there, the maker's domain replaces it.
-    // SAFETY: non-null map value pointer of type DomainId.
-    unsafe { *value = domain };
     0
 }
 
@@ -167,14 +152,7 @@ fn check_peer(hook: u32, access: u32, actor: DomainId, other: *mut c_void) -> i3
 /// The domain of the task that made the socket `sk`, or none.
 #[inline(always)]
 fn socket_domain(sk: *mut c_void) -> DomainId {
-    // SAFETY: `sk` is a BTF pointer to a live `struct sock`; a null value pointer means the
-    // socket has no storage in this map.
-    let value = unsafe { bpf_sk_storage_get(SOCKET_DOMAIN.as_map_ptr(), sk, ptr::null_mut(), 0) };
-    if value.is_null() {
-        return NO_DOMAIN;
-    }
-    // SAFETY: non-null map value pointer of type DomainId.
-    unsafe { *value.cast::<DomainId>() }
+    sk_domain(&SOCKET_DOMAIN, sk)
 }
 
 /// The socket file `unix` is bound to, or null.
