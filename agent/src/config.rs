@@ -31,6 +31,8 @@ pub struct NodeConfig {
     #[serde(default)]
     pub sockets: SocketsSection,
     #[serde(default)]
+    pub devices: DevicesSection,
+    #[serde(default)]
     pub audit: AuditSection,
     #[serde(default)]
     pub broker: crate::broker::config::BrokerSection,
@@ -176,6 +178,93 @@ pub struct SocketsSection {
     /// rescan of the protected paths, so a service that re-creates its socket stays reachable.
     #[serde(default)]
     pub reachable: Vec<AbsolutePath>,
+}
+
+/// Character devices tasks in domains may open besides the built-in harmless set
+/// ([`BUILTIN_DEVICES`]); every other device file is refused to them (ebpf/programs/src/devices.rs).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevicesSection {
+    /// `"major:minor"` or `"major:*"` (every minor), as `ls -l` shows them: `"10:229"` for
+    /// `/dev/fuse`, `"195:*"` for NVIDIA GPUs. Block devices cannot be allowed.
+    #[serde(default)]
+    pub allow: Vec<CharDevice>,
+}
+
+/// What `[devices] allow` may list: DEVICE_ALLOWED's room less the built-in set.
+pub const MAX_ALLOWED_DEVICES: usize =
+    bulkhead_common::DEVICE_ALLOWED_ENTRIES as usize - BUILTIN_DEVICES.len();
+
+/// `/dev/null`, `zero`, `full`, `random`, `urandom`, `/dev/tty` (the caller's own terminal) and
+/// `/dev/ptmx` (a new terminal): what ordinary programs open and nothing of another process's.
+pub const BUILTIN_DEVICES: [CharDevice; 7] = [
+    CharDevice::exact(1, 3),
+    CharDevice::exact(1, 5),
+    CharDevice::exact(1, 7),
+    CharDevice::exact(1, 8),
+    CharDevice::exact(1, 9),
+    CharDevice::exact(5, 0),
+    CharDevice::exact(5, 2),
+];
+
+/// A character device number, or every minor of a major.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct CharDevice {
+    pub major: u32,
+    /// `None`: every minor.
+    pub minor: Option<u32>,
+}
+
+impl CharDevice {
+    pub const fn exact(major: u32, minor: u32) -> Self {
+        Self {
+            major,
+            minor: Some(minor),
+        }
+    }
+
+    /// The DEVICE_ALLOWED key of this entry.
+    pub fn map_key(self) -> u32 {
+        match self.minor {
+            Some(minor) => bulkhead_common::kernel_dev(self.major, minor),
+            None => bulkhead_common::device_any_minor(self.major),
+        }
+    }
+}
+
+impl TryFrom<String> for CharDevice {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        let bad = || {
+            format!(
+                "expected \"major:minor\" or \"major:*\" (as ls -l shows a device), got {value:?}"
+            )
+        };
+        let (major, minor) = value.split_once(':').ok_or_else(bad)?;
+        let major: u32 = major.parse().map_err(|_| bad())?;
+        // The kernel's dev_t holds a 12-bit major and a 20-bit minor; the all-ones minor is
+        // the map's "every minor".
+        if major >= 1 << 12 {
+            return Err(format!(
+                "major {major} is out of range (0 to 4095) in {value:?}"
+            ));
+        }
+        let minor = match minor {
+            "*" => None,
+            minor => {
+                let minor: u32 = minor.parse().map_err(|_| bad())?;
+                if minor >= 0xf_ffff {
+                    return Err(format!(
+                        "minor {minor} is out of range (0 to 1048574) in {value:?}"
+                    ));
+                }
+                Some(minor)
+            }
+        };
+        Ok(Self { major, minor })
+    }
 }
 
 fn default_rescan_interval() -> RescanInterval {
@@ -404,7 +493,15 @@ impl NodeConfig {
 
     /// Parses config text; the error is the parser's report, with line, column and excerpt.
     pub fn parse(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|err| err.to_string().trim_end().to_owned())
+        let config: Self =
+            toml::from_str(text).map_err(|err| err.to_string().trim_end().to_owned())?;
+        if config.devices.allow.len() > MAX_ALLOWED_DEVICES {
+            return Err(format!(
+                "[devices] allow lists {} devices; at most {MAX_ALLOWED_DEVICES}",
+                config.devices.allow.len()
+            ));
+        }
+        Ok(config)
     }
 }
 
@@ -546,6 +643,43 @@ mod tests {
             let err = NodeConfig::parse(&format!("[audit]\n{bad}\n")).unwrap_err();
             assert!(err.contains("line 2"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn allowed_devices_parse_exact_and_every_minor() {
+        let config = NodeConfig::parse("[devices]\nallow = [\"10:229\", \"195:*\"]\n").unwrap();
+        assert_eq!(
+            config.devices.allow,
+            [
+                CharDevice::exact(10, 229),
+                CharDevice {
+                    major: 195,
+                    minor: None
+                }
+            ]
+        );
+        assert_eq!(config.devices.allow[0].map_key(), (10 << 20) | 229);
+        assert_eq!(config.devices.allow[1].map_key(), (195 << 20) | 0xf_ffff);
+        for bad in [
+            "\"10\"",
+            "\"10:\"",
+            "\":5\"",
+            "\"a:b\"",
+            "\"4096:1\"",
+            "\"1:1048575\"",
+            "\"-1:3\"",
+            "10",
+        ] {
+            let err = NodeConfig::parse(&format!("[devices]\nallow = [{bad}]\n")).unwrap_err();
+            assert!(format!("{err:#}").contains("allow"), "{bad}: {err:#}");
+        }
+        assert!(NodeConfig::parse("[devices]\nblock = [\"8:0\"]\n").is_err());
+        let many: Vec<String> = (0..=MAX_ALLOWED_DEVICES)
+            .map(|m| format!("\"10:{m}\""))
+            .collect();
+        let err =
+            NodeConfig::parse(&format!("[devices]\nallow = [{}]\n", many.join(","))).unwrap_err();
+        assert!(err.contains("at most"), "{err}");
     }
 
     #[test]

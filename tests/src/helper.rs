@@ -51,6 +51,8 @@ pub fn main(args: &[String]) -> i32 {
         ["sigchld-parent"] => sigchld_parent(),
         ["kernel", op] => report(kernel_access::attempt(op)),
         ["tty", op] => report(tty_access::attempt(op)),
+        ["device", op] => report(crate::device_access::attempt(op)),
+        ["device-open", path] => report(crate::device_access::open_device(path)),
         ["perf", pid, cpu] => report(perf_access::attempt(
             pid.parse().expect("pid"),
             cpu.parse().expect("cpu"),

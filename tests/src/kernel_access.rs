@@ -37,7 +37,10 @@ pub fn recorded_as(op: &str) -> Vec<(&'static str, Names)> {
     let operation = |hooks: &[&'static str]| hooks.iter().map(|h| (*h, Names::Operation)).collect();
     match op {
         "bpf" => operation(&["bpf", "capable"]),
-        "dev-mem" | "kcore" => operation(&["capable", "locked_down"]),
+        // /dev/mem is a character device no domain may open (devices.rs), before the
+        // driver's own capability and lockdown checks; /proc/kcore is a procfs file.
+        "dev-mem" => vec![("inode_permission", Names::Device)],
+        "kcore" => operation(&["capable", "locked_down"]),
         "init-module" => operation(&["capable", "kernel_load_data"]),
         "mount" => operation(&["capable", "sb_mount"]),
         "umount" => operation(&["capable", "sb_umount"]),

@@ -9,6 +9,7 @@ mod access;
 mod bench_hooks;
 mod broker_exec_helpers;
 mod broker_helpers;
+mod device_access;
 mod domain_helpers;
 mod file_access;
 mod fixtures;

@@ -29,6 +29,8 @@ pub enum Names {
     Ipc(i32),
     /// A key by its serial number (`key.serial`), or any key.
     Key(Option<i32>),
+    /// A device file (`device.number`).
+    Device,
     /// No object: a refused capability or operation (`capable`, `bpf`, ...).
     Operation,
 }
@@ -43,6 +45,7 @@ impl Names {
             Names::Ipc(id) => record["ipc"]["id"] == id,
             Names::Key(Some(serial)) => record["key"]["serial"] == serial,
             Names::Key(None) => record["key"]["serial"].is_number(),
+            Names::Device => record["device"]["number"].is_string(),
             Names::Operation => true,
         }
     }

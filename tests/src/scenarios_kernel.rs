@@ -51,6 +51,71 @@ pub fn add(suite: &mut Suite<'_>) {
     }
 }
 
+/// Device files: refused in a domain whatever path names them, allowed outside; the harmless
+/// set and a terminal the domain makes itself stay usable in it; a terminal made outside is
+/// refused to it.
+pub fn add_devices(suite: &mut Suite<'_>) {
+    let device = [("inode_permission", Names::Device)];
+    for op in crate::device_access::OPS {
+        let case = format!("deny:device-{op}:root-in-domain");
+        suite.add(case.clone(), move || {
+            refused_and_recorded(&label_for(&case), &["device", op], &[], &device)
+        });
+        suite.add(format!("control-outside:device-{op}"), move || {
+            expect(
+                run_helper(false, "", &["device", op], &[]),
+                Outcome::Allowed,
+            )
+        });
+    }
+    suite.add("control-domain:device-harmless-set", || {
+        expect(
+            run_helper(true, "devices-harmless", &["device", "harmless"], &[]),
+            Outcome::Allowed,
+        )
+    });
+    suite.add("deny:device-pty-made-outside:root-in-domain", || {
+        let (master, slave) = outside_pty()?;
+        let case = "deny:device-pty-made-outside:root-in-domain";
+        let result = refused_and_recorded(
+            &label_for(case),
+            &["device-open", &slave],
+            &[],
+            &[("inode_permission", Names::FsObject("devpts"))],
+        );
+        drop(master);
+        result
+    });
+    suite.add("control-outside:device-pty-made-outside", || {
+        let (master, slave) = outside_pty()?;
+        let outcome = run_helper(false, "", &["device-open", &slave], &[]);
+        drop(master);
+        expect(outcome, Outcome::Allowed)
+    });
+}
+
+/// A pseudo-terminal made here, outside any domain: its master (kept open while the test
+/// runs) and its slave's path.
+fn outside_pty() -> Result<(std::fs::File, String), String> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain libc calls; ptsname's buffer is copied at once.
+    unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+        if master < 0 || libc::grantpt(master) != 0 || libc::unlockpt(master) != 0 {
+            return Err(format!("pty: {}", std::io::Error::last_os_error()));
+        }
+        let file = std::fs::File::from_raw_fd(master);
+        let name = libc::ptsname(master);
+        if name.is_null() {
+            return Err("ptsname failed".into());
+        }
+        let slave = std::ffi::CStr::from_ptr(name)
+            .to_string_lossy()
+            .into_owned();
+        Ok((file, slave))
+    }
+}
+
 /// perf_event_open on the supervisor and on a process of another domain (by pid, any CPU), and
 /// on every process of CPU 0, with `kernel.perf_event_paranoid` at 1 for the per-task cases: the
 /// kernel then lets a task without CAP_PERFMON watch the processes `ptrace_may_access` allows

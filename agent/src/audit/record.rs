@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use bulkhead_common::audit::{
-    AuditEvent, DECISION_AUDITED, DECISION_DENIED, TARGET_FS_OBJECT, TARGET_INODE, TARGET_IPC,
-    TARGET_KEY, TARGET_SOCKET, TARGET_TASK, hook_name,
+    AuditEvent, DECISION_AUDITED, DECISION_DENIED, TARGET_DEVICE, TARGET_FS_OBJECT, TARGET_INODE,
+    TARGET_IPC, TARGET_KEY, TARGET_SOCKET, TARGET_TASK, hook_name,
 };
 use serde_json::{Value, json};
 
@@ -69,6 +69,7 @@ fn kernel_fs(magic: u32) -> &'static str {
         0x4341_5d53 => "smackfs",
         0xcafe_4a11 => "bpf",
         0x0102_1994 => "tmpfs",
+        0x1cd1 => "devpts",
         0x1980_0202 => "mqueue",
         _ => "unknown",
     }
@@ -134,6 +135,13 @@ pub fn to_json(event: &AuditEvent, context: &Context<'_>) -> Value {
                 "label": context.target_label,
             });
         }
+        TARGET_DEVICE => {
+            record["device"] = json!({
+                "number": device(u64::from(event.ipc_id)),
+                "file_device": device(event.dev),
+                "file_inode": event.inode,
+            });
+        }
         TARGET_KEY => {
             record["key"] = json!({
                 "serial": event.ipc_id as i32,
@@ -195,6 +203,21 @@ mod tests {
         let mut bytes = [0; 16];
         bytes[..name.len()].copy_from_slice(name.as_bytes());
         bytes
+    }
+
+    #[test]
+    fn a_device_refusal_names_the_device_number() {
+        let mut event = AuditEvent::zeroed();
+        event.hook = hook::INODE_PERMISSION;
+        event.decision = DECISION_DENIED;
+        event.target_kind = TARGET_DEVICE;
+        event.ipc_id = (7 << 20) | 3;
+        event.dev = 5;
+        event.inode = 42;
+        let value = to_json(&event, &labelled(Some("dag.task"), None));
+        assert_eq!(value["device"]["number"], "7:3");
+        assert_eq!(value["device"]["file_device"], "0:5");
+        assert_eq!(value["device"]["file_inode"], 42);
     }
 
     #[test]

@@ -31,6 +31,7 @@ use bulkhead_common::{
     lifecycle::{DOMAIN_EVENTS_MAP, DOMAIN_TASKS_MAP, TRACE_PROGRAMS},
 };
 
+use crate::config::{BUILTIN_DEVICES, CharDevice};
 use domain_census::DomainCensus;
 use inode_marks::InodeMarks;
 use kernel_layout::KernelLayout;
@@ -100,7 +101,7 @@ impl Enforcement {
     /// and pins a new generation of links, then removes older generations. If anything fails
     /// before the new generation is complete, the new links are removed again and the old
     /// generation keeps enforcing: nothing is left half-applied.
-    pub fn load(pins: &PinDir) -> anyhow::Result<(Self, EnforcementMaps)> {
+    pub fn load(pins: &PinDir, devices: &[CharDevice]) -> anyhow::Result<(Self, EnforcementMaps)> {
         let btf = Btf::from_sys_fs().context("reading kernel BTF from /sys/kernel/btf/vmlinux")?;
         let kernel_btf = btf_rs::Btf::from_file(kernel_layout::KERNEL_BTF)
             .with_context(|| format!("reading kernel BTF {}", kernel_layout::KERNEL_BTF))?;
@@ -191,6 +192,8 @@ impl Enforcement {
             domain_events: take_map(&mut ebpf, DOMAIN_EVENTS_MAP)?,
         };
 
+        allow_devices(&mut ebpf, devices)?;
+
         let generation = pins.new_generation()?;
         let hooks = match attach_and_pin(&mut ebpf, &btf, &generation) {
             Ok(hooks) => hooks,
@@ -219,6 +222,23 @@ impl Enforcement {
         };
         Ok((enforcement, maps))
     }
+}
+
+/// Fills DEVICE_ALLOWED with the built-in harmless devices and `[devices] allow`, before any
+/// program is attached: programs with an empty list would refuse `/dev/null` to every task in
+/// a domain. (The map is this generation's own, so a reload does not change it.)
+fn allow_devices(ebpf: &mut Ebpf, devices: &[CharDevice]) -> anyhow::Result<()> {
+    let map = ebpf
+        .map_mut(bulkhead_common::DEVICE_ALLOWED_MAP)
+        .ok_or_else(|| anyhow!("map DEVICE_ALLOWED missing from the eBPF object"))?;
+    let mut allowed: aya::maps::HashMap<_, u32, u8> =
+        aya::maps::HashMap::try_from(map).context("DEVICE_ALLOWED has an unexpected type")?;
+    for device in BUILTIN_DEVICES.iter().chain(devices) {
+        allowed
+            .insert(device.map_key(), 1, 0)
+            .with_context(|| format!("allowing character device {device:?} to domains"))?;
+    }
+    Ok(())
 }
 
 /// Loads, attaches and pins every program: first the exit tracepoint and then the LSM hooks in

@@ -132,6 +132,10 @@ pub const TARGET_FS_OBJECT: u32 = 5;
 /// A key or keyring: `ipc_id` its serial number (as `keyctl` shows it), `target_domain` its
 /// creator's domain.
 pub const TARGET_KEY: u32 = 6;
+/// A block or character device file: `ipc_id` its device number (kernel `dev_t`), `inode` and
+/// `dev` the device file's (as for TARGET_INODE), `access` the permission mask asked;
+/// `target_domain` is unused.
+pub const TARGET_DEVICE: u32 = 7;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -103,6 +103,25 @@ pub const PATH_DENTRY_PLACEHOLDER: i16 = 0x7ee5;
 /// patched like the ones above.
 pub const INODE_MODE_PLACEHOLDER: i16 = 0x7eed;
 pub const SB_DEV_PLACEHOLDER: i16 = 0x7ef5;
+/// Placeholder load offset for `inode->i_rdev` (a four-byte `dev_t`), patched likewise.
+pub const INODE_RDEV_PLACEHOLDER: i16 = 0x7efd;
+
+/// Name of the hash map of character devices (kernel `dev_t`, or a major with every minor as
+/// [`device_any_minor`]) that tasks in domains may open; the agent fills it from
+/// `[devices] allow` and the built-in harmless set before any program is attached.
+pub const DEVICE_ALLOWED_MAP: &str = "DEVICE_ALLOWED";
+/// Entries of DEVICE_ALLOWED.
+pub const DEVICE_ALLOWED_ENTRIES: u32 = 256;
+
+/// The kernel's `dev_t` of `major:minor` (12-bit major, 20-bit minor).
+pub const fn kernel_dev(major: u32, minor: u32) -> u32 {
+    (major << 20) | (minor & 0xf_ffff)
+}
+
+/// The DEVICE_ALLOWED key that stands for every minor of `major` (a minor no device has).
+pub const fn device_any_minor(major: u32) -> u32 {
+    kernel_dev(major, 0xf_ffff)
+}
 
 /// Name of the BPF inode-storage map holding, for each file a task in a domain creates in
 /// POSIX shared memory (`/dev/shm`) or a POSIX message queue filesystem, that domain.

@@ -21,7 +21,8 @@ use bulkhead_common::{
     DomainId,
     audit::{
         AUDIT_EVENTS_BYTES, AuditEvent, DECISION_AUDITED, DECISION_DENIED, MODE_AUDIT,
-        TARGET_FS_OBJECT, TARGET_INODE, TARGET_IPC, TARGET_KEY, TARGET_SOCKET, TARGET_TASK,
+        TARGET_DEVICE, TARGET_FS_OBJECT, TARGET_INODE, TARGET_IPC, TARGET_KEY, TARGET_SOCKET,
+        TARGET_TASK,
     },
 };
 
@@ -198,6 +199,22 @@ pub fn refuse_fs_object(
     event.target_kind = TARGET_FS_OBJECT;
     event.target_domain = owner;
     event.ipc_id = magic as u32;
+    describe_inode(&mut event, inode);
+    verdict_and_record(event)
+}
+
+/// A refusal to open the device file `inode`, which stands for the device `rdev`.
+#[inline(always)]
+pub fn refuse_device(
+    hook: u32,
+    access: u32,
+    actor: DomainId,
+    inode: *mut c_void,
+    rdev: u32,
+) -> i32 {
+    let mut event = event(hook, access, actor);
+    event.target_kind = TARGET_DEVICE;
+    event.ipc_id = rdev;
     describe_inode(&mut event, inode);
     verdict_and_record(event)
 }

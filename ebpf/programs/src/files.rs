@@ -15,6 +15,7 @@ use bulkhead_common::audit::hook;
 
 use crate::{
     audit::refuse_inode,
+    devices,
     hook_args::{hook_arg, verdict},
     kernel_files,
     kernel_layout::dentry_inode,
@@ -26,7 +27,7 @@ use crate::{
 /// Runs on every path component of every lookup on the machine, so a task outside any domain
 /// leaves after exactly one map lookup (its own task storage). For a task in a domain it also
 /// guards other tasks' `/proc/<pid>` files and writes to procfs, cgroupfs and the other kernel
-/// filesystems (kernel_files.rs), and
+/// filesystems (kernel_files.rs), device files (devices.rs), and
 /// the opening of POSIX shared memory and message queues (shared_memory.rs).
 #[lsm(hook = "inode_permission")]
 pub fn inode_permission(ctx: LsmContext) -> i32 {
@@ -40,6 +41,7 @@ pub fn inode_permission(ctx: LsmContext) -> i32 {
         return refuse_inode(hook::INODE_PERMISSION, mask, domain, inode);
     }
     kernel_files::check(domain, inode, mask)
+        .or_else(|| devices::check(domain, inode, mask))
         .or_else(|| check_shared(hook::INODE_PERMISSION, mask, domain, inode))
         .unwrap_or(0)
 }

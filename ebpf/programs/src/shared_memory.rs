@@ -24,7 +24,7 @@ use crate::{
     agent_set::agent_set,
     audit::refuse_fs_object,
     hook_args::{hook_arg, verdict},
-    kernel_layout::{inode_fs, inode_mode},
+    kernel_layout::{inode_fs, inode_mode, inode_rdev},
     local_storage::{INODE_STORAGE, LocalStorage, inode_domain, set_inode_domain},
     may_reach,
     task_domain::current_domain,
@@ -32,6 +32,7 @@ use crate::{
 
 const MQUEUE_MAGIC: u64 = 0x1980_0202;
 const TMPFS_MAGIC: u64 = 0x0102_1994;
+const DEVPTS_SUPER_MAGIC: u64 = 0x1cd1;
 const S_IFMT: u16 = 0o170_000;
 const S_IFDIR: u16 = 0o040_000;
 
@@ -43,11 +44,23 @@ agent_set!(SHM_DEV = 0);
 #[unsafe(export_name = "SHM_DOMAIN")]
 static SHM_DOMAIN: LocalStorage<DomainId, INODE_STORAGE> = LocalStorage::new();
 
-/// Is `inode` a POSIX shared-memory file or message queue (or a directory holding them)?
+/// Is `inode` a POSIX shared-memory file or message queue (or a directory holding them), or a
+/// pseudo-terminal slave?
 #[inline(always)]
 fn is_shared(inode: *mut c_void) -> bool {
     let (magic, dev) = inode_fs(inode);
-    magic == MQUEUE_MAGIC || (magic == TMPFS_MAGIC && u64::from(dev) == SHM_DEV.get())
+    magic == MQUEUE_MAGIC
+        || (magic == TMPFS_MAGIC && u64::from(dev) == SHM_DEV.get())
+        || (magic == DEVPTS_SUPER_MAGIC && is_pty_slave(inode))
+}
+
+/// A devpts inode other than `ptmx`: the slave end of a terminal (devpts makes `ptmx` and its
+/// root at mount time and every later inode for a new terminal). Its device number is set only
+/// after `inode_alloc_security`, which therefore sees 0.
+#[inline(always)]
+fn is_pty_slave(inode: *mut c_void) -> bool {
+    let rdev = inode_rdev(inode);
+    rdev == 0 || (136..=143).contains(&(rdev >> 20))
 }
 
 /// A new inode made by a task in a domain, on one of those filesystems, is that domain's. One
