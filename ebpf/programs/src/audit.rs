@@ -185,7 +185,7 @@ pub fn refuse_socket(
 }
 
 /// A refusal to use a file of the filesystem with `magic` (procfs, cgroupfs, ..., tmpfs at
-/// /dev/shm, mqueue); `owner` is the domain the file belongs to.
+/// /dev/shm, mqueue, devpts); `owner` is the domain the file belongs to.
 #[inline(always)]
 pub fn refuse_fs_object(
     hook: u32,
@@ -195,12 +195,13 @@ pub fn refuse_fs_object(
     magic: u64,
     owner: DomainId,
 ) -> i32 {
-    let mut event = event(hook, access, actor);
-    event.target_kind = TARGET_FS_OBJECT;
-    event.target_domain = owner;
-    event.ipc_id = magic as u32;
-    describe_inode(&mut event, inode);
-    verdict_and_record(event)
+    refuse_described_file(
+        event(hook, access, actor),
+        TARGET_FS_OBJECT,
+        inode,
+        magic as u32,
+        owner,
+    )
 }
 
 /// A refusal to open the device file `inode`, which stands for the device `rdev`.
@@ -212,9 +213,28 @@ pub fn refuse_device(
     inode: *mut c_void,
     rdev: u32,
 ) -> i32 {
-    let mut event = event(hook, access, actor);
-    event.target_kind = TARGET_DEVICE;
-    event.ipc_id = rdev;
+    refuse_described_file(
+        event(hook, access, actor),
+        TARGET_DEVICE,
+        inode,
+        rdev,
+        bulkhead_common::NO_DOMAIN,
+    )
+}
+
+/// A refusal about the file `inode`, told by `number` (a filesystem's magic or a device's
+/// number, by `kind`) and belonging to `owner`.
+#[inline(always)]
+fn refuse_described_file(
+    mut event: AuditEvent,
+    kind: u32,
+    inode: *mut c_void,
+    number: u32,
+    owner: DomainId,
+) -> i32 {
+    event.target_kind = kind;
+    event.target_domain = owner;
+    event.ipc_id = number;
     describe_inode(&mut event, inode);
     verdict_and_record(event)
 }
