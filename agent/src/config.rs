@@ -159,6 +159,21 @@ pub struct ProtectSection {
     /// Seconds between full re-resolutions of `paths`.
     #[serde(default = "default_rescan_interval")]
     pub rescan_interval_secs: RescanInterval,
+    /// Whether a task in a domain may use a descriptor of a protected file it already holds
+    /// (inherited, received, or opened before the file was marked). Read at start only.
+    #[serde(default)]
+    pub handed_over_descriptors: HandedOverDescriptors,
+}
+
+/// What happens to descriptors of protected files a task in a domain holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HandedOverDescriptors {
+    /// Reads, writes, mappings and receipt are refused like opens.
+    #[default]
+    Refuse,
+    /// They work: the supervisor chose to give the file away.
+    Allow,
 }
 
 impl Default for ProtectSection {
@@ -166,6 +181,7 @@ impl Default for ProtectSection {
         Self {
             paths: Vec::new(),
             rescan_interval_secs: default_rescan_interval(),
+            handed_over_descriptors: HandedOverDescriptors::default(),
         }
     }
 }
@@ -643,6 +659,24 @@ mod tests {
             let err = NodeConfig::parse(&format!("[audit]\n{bad}\n")).unwrap_err();
             assert!(err.contains("line 2"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn handed_over_descriptors_default_to_refused() {
+        assert_eq!(
+            NodeConfig::parse("")
+                .unwrap()
+                .protect
+                .handed_over_descriptors,
+            HandedOverDescriptors::Refuse
+        );
+        let allow = NodeConfig::parse("[protect]\nhanded_over_descriptors = \"allow\"\n").unwrap();
+        assert_eq!(
+            allow.protect.handed_over_descriptors,
+            HandedOverDescriptors::Allow
+        );
+        let err = NodeConfig::parse("[protect]\nhanded_over_descriptors = \"yes\"\n").unwrap_err();
+        assert!(err.contains("refuse") && err.contains("allow"), "{err}");
     }
 
     #[test]

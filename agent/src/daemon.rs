@@ -47,7 +47,7 @@ pub async fn run(config: NodeConfig, config_path: PathBuf) -> anyhow::Result<()>
     let audit_log = Arc::new(AuditLog::open(config.audit.log_path.as_path())?);
 
     let pins = PinDir::new(config.agent.pin_dir.as_path());
-    let (mut enforcement, mut maps) = Enforcement::load(&pins, &config.devices.allow)?;
+    let (mut enforcement, mut maps) = Enforcement::load(&pins, &config)?;
     maps.settings.set_mode(config.audit.mode)?;
     tracing::info!(
         hooks = ?enforcement.hooks,
@@ -242,6 +242,9 @@ impl Live {
         if new.devices != self.config.devices {
             restart_only.push("[devices]");
         }
+        if new.protect.handed_over_descriptors != self.config.protect.handed_over_descriptors {
+            restart_only.push("protect.handed_over_descriptors");
+        }
         if restart_only.is_empty() {
             tracing::info!(mode = new.audit.mode.as_str(), "config reloaded");
         } else {
@@ -256,6 +259,7 @@ impl Live {
         // The running broker's key directory and secret stay protected whatever the new file says.
         applied.broker = self.config.broker.clone();
         applied.devices = self.config.devices.clone();
+        applied.protect.handed_over_descriptors = self.config.protect.handed_over_descriptors;
         self.patterns.send_replace(protected_patterns(&applied));
         self.reachable.send_replace(reachable_paths(&applied));
         self.rate.send_replace(audit_rate(&applied));

@@ -53,6 +53,11 @@ pub fn main(args: &[String]) -> i32 {
         ["tty", op] => report(tty_access::attempt(op)),
         ["device", op] => report(crate::device_access::attempt(op)),
         ["device-open", path] => report(crate::device_access::open_device(path)),
+        ["held-fd", fd, op] => report(crate::descriptor_access::held(fd.parse().expect("fd"), op)),
+        ["received-fd", fd] => report(crate::descriptor_access::received(fd.parse().expect("fd"))),
+        ["fanotify-event", fd] => report(crate::descriptor_access::fanotify_event(
+            fd.parse().expect("fd"),
+        )),
         ["perf", pid, cpu] => report(perf_access::attempt(
             pid.parse().expect("pid"),
             cpu.parse().expect("cpu"),

@@ -10,13 +10,16 @@ use std::{fs, io};
 
 use crate::{access::Outcome, fixtures, refusal_records::Names};
 
-pub const OPS: [&str; 13] = [
+pub const OPS: [&str; 16] = [
     "bpf",
     "dev-mem",
     "kcore",
     "init-module",
     "mount",
     "umount",
+    "fsopen-tmpfs",
+    "fsopen-debugfs",
+    "open-tree-clone",
     "sysctl-write",
     "sysfs-write",
     "cgroup-mkdir",
@@ -44,6 +47,8 @@ pub fn recorded_as(op: &str) -> Vec<(&'static str, Names)> {
         "init-module" => operation(&["capable", "kernel_load_data"]),
         "mount" => operation(&["capable", "sb_mount"]),
         "umount" => operation(&["capable", "sb_umount"]),
+        // may_mount() asks CAP_SYS_ADMIN in the mount namespace's user namespace.
+        "fsopen-tmpfs" | "fsopen-debugfs" | "open-tree-clone" => operation(&["capable"]),
         "sysctl-write" => vec![("inode_permission", Names::FsObject("proc"))],
         "sysfs-write" => vec![("inode_permission", Names::FsObject("sysfs"))],
         "cgroup-mkdir" | "cgroup-freeze" => vec![("inode_permission", Names::FsObject("cgroup2"))],
@@ -72,6 +77,12 @@ pub fn attempt(op: &str) -> Outcome {
         "init-module" => init_module_garbage(),
         "mount" => mount_tmpfs(),
         "umount" => nix::mount::umount(fixtures::SCRATCH_MOUNT).map_err(io::Error::from),
+        // The new mount API: a filesystem context, then (outside a domain) a detached mount of
+        // it, which a descriptor reaches without ever being attached anywhere.
+        "fsopen-tmpfs" => new_detached_mount(c"tmpfs"),
+        "fsopen-debugfs" => new_detached_mount(c"debugfs"),
+        // A detached copy of a mount tree (bind mount without attaching it).
+        "open-tree-clone" => open_tree_clone(),
         "sysctl-write" => write_back("/proc/sys/vm/swappiness"),
         "sysfs-write" => write_back("/sys/kernel/mm/ksm/sleep_millisecs"),
         "cgroup-mkdir" => {
@@ -186,6 +197,44 @@ fn init_module_garbage() -> io::Result<()> {
         Err(err) if err.raw_os_error() == Some(libc::ENOEXEC) => Ok(()),
         Err(err) => Err(err),
     }
+}
+
+/// fsopen + fsconfig(CREATE) + fsmount of `fs`; the mount descriptor is closed at once.
+fn new_detached_mount(fs: &std::ffi::CStr) -> io::Result<()> {
+    const FSCONFIG_CMD_CREATE: libc::c_long = 6;
+    // SAFETY: plain system calls on a NUL-terminated name and our own descriptors.
+    unsafe {
+        let context = check(libc::syscall(libc::SYS_fsopen, fs.as_ptr(), 0))? as i32;
+        let created = check(libc::syscall(
+            libc::SYS_fsconfig,
+            context,
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        ))
+        .and_then(|_| check(libc::syscall(libc::SYS_fsmount, context, 0, 0)));
+        libc::close(context);
+        libc::close(created? as i32);
+    }
+    Ok(())
+}
+
+/// open_tree(OPEN_TREE_CLONE) of /tmp; the detached copy is closed at once.
+fn open_tree_clone() -> io::Result<()> {
+    const OPEN_TREE_CLONE: libc::c_long = 1;
+    // SAFETY: a NUL-terminated path; the returned descriptor is ours.
+    let fd = check(unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c"/tmp".as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_long,
+        )
+    })?;
+    // SAFETY: closing our own descriptor.
+    unsafe { libc::close(fd as i32) };
+    Ok(())
 }
 
 fn mount_tmpfs() -> io::Result<()> {

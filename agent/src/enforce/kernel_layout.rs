@@ -47,6 +47,8 @@ pub struct KernelLayout {
     pub inode_mode: u16,
     /// `offsetof(struct inode, i_rdev)` (a `dev_t`, four bytes).
     pub inode_rdev: u16,
+    /// `offsetof(struct file, f_inode)`; must be a `struct inode *`.
+    pub file_inode: u16,
     pub sb_dev: u16,
     /// Where a task's storage elements and their maps are.
     pub storage: StorageLayout,
@@ -183,6 +185,7 @@ impl KernelLayout {
         let sb_magic = field(btf, "super_block", "s_magic", FieldShape::Word)?;
         let inode_mode = field(btf, "inode", "i_mode", FieldShape::Half)?;
         let inode_rdev = field(btf, "inode", "i_rdev", FieldShape::Int)?;
+        let file_inode = field(btf, "file", "f_inode", FieldShape::PointerTo("inode"))?;
         let sb_dev_load = field(btf, "super_block", "s_dev", FieldShape::Int)?;
         Ok(Self {
             describe,
@@ -199,6 +202,7 @@ impl KernelLayout {
             path_dentry: load_offset("path.dentry", path_dentry)?,
             inode_mode: load_offset("inode.i_mode", inode_mode)?,
             inode_rdev: load_offset("inode.i_rdev", inode_rdev)?,
+            file_inode: load_offset("file.f_inode", file_inode)?,
             sb_dev: load_offset("super_block.s_dev", sb_dev_load)?,
             storage,
             lookup_may_fail,
@@ -209,12 +213,13 @@ impl KernelLayout {
 impl KernelLayout {
     /// Every struct field the programs load directly: (placeholder offset in the object, the
     /// field's offset on this kernel, its name for errors).
-    pub fn field_loads(&self) -> [(i16, u16, &'static str); 11] {
+    pub fn field_loads(&self) -> [(i16, u16, &'static str); 12] {
         use bulkhead_common::{
-            DENTRY_D_INODE_PLACEHOLDER, INODE_MODE_PLACEHOLDER, INODE_RDEV_PLACEHOLDER,
-            INODE_SB_PLACEHOLDER, PATH_DENTRY_PLACEHOLDER, SB_DEV_PLACEHOLDER,
-            SB_MAGIC_PLACEHOLDER, SOCKET_SK_PLACEHOLDER, TASK_BPF_STORAGE_PLACEHOLDER,
-            UNIX_SOCK_PATH_DENTRY_PLACEHOLDER, UNIX_SOCK_PEER_PLACEHOLDER,
+            DENTRY_D_INODE_PLACEHOLDER, FILE_INODE_PLACEHOLDER, INODE_MODE_PLACEHOLDER,
+            INODE_RDEV_PLACEHOLDER, INODE_SB_PLACEHOLDER, PATH_DENTRY_PLACEHOLDER,
+            SB_DEV_PLACEHOLDER, SB_MAGIC_PLACEHOLDER, SOCKET_SK_PLACEHOLDER,
+            TASK_BPF_STORAGE_PLACEHOLDER, UNIX_SOCK_PATH_DENTRY_PLACEHOLDER,
+            UNIX_SOCK_PEER_PLACEHOLDER,
         };
         [
             (
@@ -244,6 +249,7 @@ impl KernelLayout {
             (INODE_MODE_PLACEHOLDER, self.inode_mode, "inode->i_mode"),
             (SB_DEV_PLACEHOLDER, self.sb_dev, "super_block->s_dev"),
             (INODE_RDEV_PLACEHOLDER, self.inode_rdev, "inode->i_rdev"),
+            (FILE_INODE_PLACEHOLDER, self.file_inode, "file->f_inode"),
         ]
     }
 }

@@ -31,7 +31,7 @@ use bulkhead_common::{
     lifecycle::{DOMAIN_EVENTS_MAP, DOMAIN_TASKS_MAP, TRACE_PROGRAMS},
 };
 
-use crate::config::{BUILTIN_DEVICES, CharDevice};
+use crate::config::{BUILTIN_DEVICES, CharDevice, HandedOverDescriptors, NodeConfig};
 use domain_census::DomainCensus;
 use inode_marks::InodeMarks;
 use kernel_layout::KernelLayout;
@@ -101,7 +101,7 @@ impl Enforcement {
     /// and pins a new generation of links, then removes older generations. If anything fails
     /// before the new generation is complete, the new links are removed again and the old
     /// generation keeps enforcing: nothing is left half-applied.
-    pub fn load(pins: &PinDir, devices: &[CharDevice]) -> anyhow::Result<(Self, EnforcementMaps)> {
+    pub fn load(pins: &PinDir, config: &NodeConfig) -> anyhow::Result<(Self, EnforcementMaps)> {
         let btf = Btf::from_sys_fs().context("reading kernel BTF from /sys/kernel/btf/vmlinux")?;
         let kernel_btf = btf_rs::Btf::from_file(kernel_layout::KERNEL_BTF)
             .with_context(|| format!("reading kernel BTF {}", kernel_layout::KERNEL_BTF))?;
@@ -142,6 +142,11 @@ impl Enforcement {
             .override_global(FOWN_FILE_MODE_GLOBAL, &layout.fown_file.mode, true)
             .override_global(FOWN_FILE_OFFSET_GLOBAL, &layout.fown_file.offset, true)
             .override_global(USER_NS_LEVEL_OFFSET_GLOBAL, &layout.user_ns_level, true)
+            .override_global(
+                bulkhead_common::HANDED_OVER_DESCRIPTORS_GLOBAL,
+                &u64::from(config.protect.handed_over_descriptors == HandedOverDescriptors::Allow),
+                true,
+            )
             .override_global("PROC_INODE_PID_BACK", &layout.proc_inode_pid_back, true)
             .override_global(STORAGE_LIST_OFFSET_GLOBAL, &layout.storage.list, true)
             .override_global(SELEM_SNODE_OFFSET_GLOBAL, &layout.storage.snode, true)
@@ -192,7 +197,7 @@ impl Enforcement {
             domain_events: take_map(&mut ebpf, DOMAIN_EVENTS_MAP)?,
         };
 
-        allow_devices(&mut ebpf, devices)?;
+        allow_devices(&mut ebpf, &config.devices.allow)?;
 
         let generation = pins.new_generation()?;
         let hooks = match attach_and_pin(&mut ebpf, &btf, &generation) {

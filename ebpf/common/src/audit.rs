@@ -64,6 +64,10 @@ pub mod hook {
     pub const KEY_PERMISSION: u32 = 39;
     pub const CRED_ALLOC_BLANK: u32 = 40;
     pub const PATH_NOTIFY: u32 = 41;
+    pub const FILE_OPEN: u32 = 42;
+    pub const FILE_PERMISSION: u32 = 43;
+    pub const MMAP_FILE: u32 = 44;
+    pub const FILE_RECEIVE: u32 = 45;
 }
 
 /// The LSM hook name for a [`hook`] id.
@@ -110,6 +114,10 @@ pub fn hook_name(id: u32) -> &'static str {
         hook::KEY_PERMISSION => "key_permission",
         hook::CRED_ALLOC_BLANK => "cred_alloc_blank",
         hook::PATH_NOTIFY => "path_notify",
+        hook::FILE_OPEN => "file_open",
+        hook::FILE_PERMISSION => "file_permission",
+        hook::MMAP_FILE => "mmap_file",
+        hook::FILE_RECEIVE => "file_receive",
         _ => "unknown",
     }
 }

@@ -105,6 +105,14 @@ pub const INODE_MODE_PLACEHOLDER: i16 = 0x7eed;
 pub const SB_DEV_PLACEHOLDER: i16 = 0x7ef5;
 /// Placeholder load offset for `inode->i_rdev` (a four-byte `dev_t`), patched likewise.
 pub const INODE_RDEV_PLACEHOLDER: i16 = 0x7efd;
+/// Placeholder load offset for `file->f_inode`, patched likewise.
+pub const FILE_INODE_PLACEHOLDER: i16 = 0x7f05;
+
+/// Name of the global saying whether descriptors of protected files that a task in a domain
+/// holds (inherited, received, or opened before the file was marked) may still be read,
+/// written and mapped (1, `[protect] handed_over_descriptors = "allow"`) or are refused (0, the
+/// default and the value until set).
+pub const HANDED_OVER_DESCRIPTORS_GLOBAL: &str = "HANDED_OVER_DESCRIPTORS";
 
 /// Name of the hash map of character devices (kernel `dev_t`, or a major with every minor as
 /// [`device_any_minor`]) that tasks in domains may open; the agent fills it from
@@ -223,6 +231,10 @@ pub const LSM_PROGRAMS: &[(&str, &str)] = &[
     ("inode_alloc_security", "inode_alloc_security"),
     ("path_notify", "path_notify"),
     ("inode_permission", "inode_permission"),
+    ("file_open", "file_open"),
+    ("file_permission", "file_permission"),
+    ("mmap_file", "mmap_file"),
+    ("file_receive", "file_receive"),
     ("inode_unlink", "inode_unlink"),
     ("inode_rmdir", "inode_rmdir"),
     ("inode_rename", "inode_rename"),

@@ -16,10 +16,10 @@ use core::ffi::c_void;
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
 use bulkhead_common::{
-    DENTRY_D_INODE_PLACEHOLDER, FOWN_FILE_BACK_POINTER, FOWN_FILE_EMBEDDED, INODE_MODE_PLACEHOLDER,
-    INODE_RDEV_PLACEHOLDER, INODE_SB_PLACEHOLDER, PATH_DENTRY_PLACEHOLDER, SB_DEV_PLACEHOLDER,
-    SB_MAGIC_PLACEHOLDER, SOCKET_SK_PLACEHOLDER, UNIX_SOCK_PATH_DENTRY_PLACEHOLDER,
-    UNIX_SOCK_PEER_PLACEHOLDER,
+    DENTRY_D_INODE_PLACEHOLDER, FILE_INODE_PLACEHOLDER, FOWN_FILE_BACK_POINTER, FOWN_FILE_EMBEDDED,
+    INODE_MODE_PLACEHOLDER, INODE_RDEV_PLACEHOLDER, INODE_SB_PLACEHOLDER, PATH_DENTRY_PLACEHOLDER,
+    SB_DEV_PLACEHOLDER, SB_MAGIC_PLACEHOLDER, SOCKET_SK_PLACEHOLDER,
+    UNIX_SOCK_PATH_DENTRY_PLACEHOLDER, UNIX_SOCK_PEER_PLACEHOLDER,
 };
 
 /// The pointer field at placeholder offset `PLACEHOLDER` of the BTF object at `base`.
@@ -70,6 +70,12 @@ pub fn inode_fs(inode: *const c_void) -> (u64, u32) {
 #[inline(always)]
 pub fn inode_mode(inode: *const c_void) -> u16 {
     scalar_field::<u16, INODE_MODE_PLACEHOLDER>(inode)
+}
+
+/// `file->f_inode`.
+#[inline(always)]
+pub fn file_inode(file: *const c_void) -> *mut c_void {
+    pointer_field::<FILE_INODE_PLACEHOLDER>(file)
 }
 
 /// `inode->i_rdev`: the device a device file stands for (the kernel's `dev_t`).

@@ -16,6 +16,7 @@ mod agent_set;
 mod atomic;
 mod audit;
 mod creator_record;
+mod descriptors;
 mod devices;
 mod file_owner;
 mod files;
