@@ -29,6 +29,10 @@ pub const GLOB_MATCH: &str = "/srv/bulkhead-test/glob/x.pem";
 pub const GLOB_OTHER: &str = "/srv/bulkhead-test/glob/readme.txt";
 pub const VICTIMS_DIR: &str = "/srv/bulkhead-test/victims";
 pub const REPLACED: &str = "/srv/bulkhead-test/replaced.cfg";
+/// Protected, and replaced 200 times by write-and-rename while tasks read it (race tests).
+pub const RACED: &str = "/srv/bulkhead-test/raced.cfg";
+/// Not protected: where the race tests stage files before moving them into KEYS_DIR.
+pub const STAGING: &str = "/srv/bulkhead-test/staging";
 /// The executor's workload-token signing key (in the protected keys directory: a task that
 /// could read it could forge workload tokens) and the JWKS the broker trusts for it.
 pub const EXECUTOR_KEY: &str = "/srv/bulkhead-test/keys/executor.key";
@@ -65,6 +69,7 @@ pub fn prepare() -> Result<(), String> {
         "/srv/bulkhead-test/keys/sub",
         "/srv/bulkhead-test/glob",
         VICTIMS_DIR,
+        STAGING,
     ] {
         run(dir, fs::create_dir_all(dir))?;
     }
@@ -75,6 +80,7 @@ pub fn prepare() -> Result<(), String> {
         (GLOB_MATCH, "key\n"),
         (GLOB_OTHER, "readme\n"),
         (REPLACED, "v1\n"),
+        (RACED, "generation-start\n"),
         (SECRET_EXEC, "#!/bin/sh\nexit 0\n"),
     ] {
         run(path, fs::write(path, content))?;

@@ -53,6 +53,10 @@ pub fn main(args: &[String]) -> i32 {
         ["tty", op] => report(tty_access::attempt(op)),
         ["device", op] => report(crate::device_access::attempt(op)),
         ["device-open", path] => report(crate::device_access::open_device(path)),
+        ["read-loop", path, stop] => crate::race_access::read_loop(path, stop),
+        ["link-then-read", staging, links, stop] => {
+            crate::race_access::link_then_read(staging, links, stop)
+        }
         ["held-fd", fd, op] => report(crate::descriptor_access::held(fd.parse().expect("fd"), op)),
         ["received-fd", fd] => report(crate::descriptor_access::received(fd.parse().expect("fd"))),
         ["fanotify-event", fd] => report(crate::descriptor_access::fanotify_event(

@@ -307,6 +307,7 @@ pub fn run(filter: Option<&str>) -> usize {
     );
     crate::scenarios_files::add(&mut suite);
     crate::scenarios_descriptors::add(&mut suite);
+    crate::scenarios_races::add(&mut suite);
     crate::scenarios_kernel::add(&mut suite);
     crate::scenarios_kernel::add_devices(&mut suite);
     crate::scenarios_kernel::add_perf(&mut suite, std::process::id() as i32, holder_pid);

@@ -107,31 +107,61 @@ pub fn inode_rmdir(ctx: LsmContext) -> i32 {
     )
 }
 
-/// Both the file being moved and a protected file it would replace.
+/// Both the file being moved and a protected file it would replace. Then, for every caller
+/// (the administrator included): a file that takes over a protected name (renamed over it, the
+/// way `sed -i`, editors and config tools replace a file) or moves into a protected directory
+/// is protected before the rename makes it visible there, so no task ever finds that name
+/// leading to unprotected contents. An exchange (RENAME_EXCHANGE) asks this hook both ways.
 #[lsm(hook = "inode_rename")]
 pub fn inode_rename(ctx: LsmContext) -> i32 {
     let moved = dentry_inode(hook_arg!(ctx, InodeRenameOldDentry) as *const c_void);
     let replaced = dentry_inode(hook_arg!(ctx, InodeRenameNewDentry) as *const c_void);
     let old_dir = hook_arg!(ctx, InodeRenameOldDir) as *mut c_void;
     let new_dir = hook_arg!(ctx, InodeRenameNewDir) as *mut c_void;
-    deny_if_protected(
+    let verdict = deny_if_protected(
         hook::INODE_RENAME,
         &[old_dir, moved, new_dir, replaced],
         verdict!(ctx, InodeRenameVerdict),
-    )
+    );
+    if verdict != 0 {
+        return verdict;
+    }
+    let takes_protected_place = is_protected(replaced) || is_protected(new_dir);
+    carry_protection(&ctx, takes_protected_place, moved)
 }
 
 /// A new hard link to a protected file would still lead to the protected inode, but the task
-/// could then keep a name for it where the administrator does not look.
+/// could then keep a name for it where the administrator does not look. A file linked into a
+/// protected directory, by anyone, is protected before the new name exists.
 #[lsm(hook = "inode_link")]
 pub fn inode_link(ctx: LsmContext) -> i32 {
     let source = dentry_inode(hook_arg!(ctx, InodeLinkOldDentry) as *const c_void);
     let dir = hook_arg!(ctx, InodeLinkDir) as *mut c_void;
-    deny_if_protected(
+    let verdict = deny_if_protected(
         hook::INODE_LINK,
         &[source, dir],
         verdict!(ctx, InodeLinkVerdict),
-    )
+    );
+    if verdict != 0 {
+        return verdict;
+    }
+    carry_protection(&ctx, is_protected(dir), source)
+}
+
+/// Protects `inode` when it is about to get a protected name. The operation does not go ahead
+/// when the mark cannot be stored: the name would lead to unprotected contents. (Should the
+/// operation fail later for another reason, the file stays protected: over-protection, never
+/// the reverse.)
+#[inline(always)]
+fn carry_protection(ctx: &LsmContext, takes_protected_place: bool, inode: *mut c_void) -> i32 {
+    if !takes_protected_place || inode.is_null() || is_protected(inode) || protect(inode) {
+        return 0;
+    }
+    info!(
+        ctx,
+        "bulkhead: no storage to protect a file taking a protected name; refused"
+    );
+    -crate::ENOMEM
 }
 
 /// chmod, chown, truncate, utimes.

@@ -1,0 +1,172 @@
+//! Race tests for protected files (issue: protected files with no window). An administrator,
+//! outside any domain, replaces a protected file 200 times by write-and-rename (what `sed -i`,
+//! editors and config tools do) while a task reads the protected name in a tight loop; and
+//! moves 200 files into a protected directory while a task reads hard links it made to them
+//! first. Inside a domain not one read may succeed; outside one, the same loops read. The
+//! counts are printed as `vm note` lines.
+
+use std::{
+    io::{BufRead, BufReader},
+    os::unix::fs::MetadataExt,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    fixtures::{KEYS_DIR, RACED, STAGING},
+    harness::Suite,
+    scenarios::exe,
+};
+
+const GENERATIONS: usize = 200;
+
+pub fn add(suite: &mut Suite<'_>) {
+    suite.add("race:replaced-200-times-never-read-in-domain", || {
+        let counts = replace_while_reading(true)?;
+        note("replaced by rename, reader in a domain", &counts);
+        if counts.get("reads") != Some(&0) || counts.get("refused").is_none_or(|n| *n == 0) {
+            return Err(format!("wanted no read and some refusals, got {counts:?}"));
+        }
+        Ok(())
+    });
+    suite.add("control-outside:race-replaced-read", || {
+        let counts = replace_while_reading(false)?;
+        note("replaced by rename, reader outside", &counts);
+        if counts.get("reads").is_none_or(|n| *n == 0) || counts.get("generations") < Some(&2) {
+            return Err(format!(
+                "wanted reads of several generations, got {counts:?}"
+            ));
+        }
+        Ok(())
+    });
+    suite.add("race:moved-into-protected-dir-never-read-in-domain", || {
+        let counts = move_while_linked(true)?;
+        note(
+            "moved into a protected directory, reader in a domain",
+            &counts,
+        );
+        if counts.get("reads") != Some(&0) || counts.get("linked").is_none_or(|n| *n == 0) {
+            return Err(format!("wanted links made and no read, got {counts:?}"));
+        }
+        Ok(())
+    });
+    suite.add("control-outside:race-moved-read", || {
+        let counts = move_while_linked(false)?;
+        note("moved into a protected directory, reader outside", &counts);
+        if counts.get("reads") != counts.get("linked") || counts.get("reads") == Some(&0) {
+            return Err(format!("wanted every link read, got {counts:?}"));
+        }
+        Ok(())
+    });
+}
+
+type Counts = std::collections::BTreeMap<String, u64>;
+
+fn note(what: &str, counts: &Counts) {
+    println!("BULKHEAD-NOTE race, {GENERATIONS} generations, {what}: {counts:?}");
+}
+
+fn stop_file(name: &str) -> String {
+    format!("/tmp/bulkhead-race-{name}-{}", std::process::id())
+}
+
+/// Starts the helper with `args`, sealed into a fresh domain or not.
+fn start(sealed: bool, label: &str, args: &[&str]) -> Result<Child, String> {
+    let mut cmd = if sealed {
+        let mut cmd = Command::new("bulkhead");
+        cmd.args(["exec", "--label", label, "--", &exe()]);
+        cmd
+    } else {
+        Command::new(exe())
+    };
+    cmd.arg("helper")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|err| format!("starting the reader: {err}"))
+}
+
+/// Waits for the reader and parses its `key=value` line.
+fn finish(mut child: Child) -> Result<Counts, String> {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .map_err(|err| err.to_string())?;
+    let status = child.wait().map_err(|err| err.to_string())?;
+    if !status.success() {
+        return Err(format!("reader exited {status}: {line}"));
+    }
+    line.split_whitespace()
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').ok_or(format!("bad count {pair}"))?;
+            Ok((
+                key.to_owned(),
+                value.parse().map_err(|_| format!("bad count {pair}"))?,
+            ))
+        })
+        .collect()
+}
+
+fn replace_while_reading(sealed: bool) -> Result<Counts, String> {
+    let stop = stop_file("replace");
+    let _ = std::fs::remove_file(&stop);
+    let reader = start(sealed, "race-reader", &["read-loop", RACED, &stop])?;
+    // Give the reader time to start looping (bulkhead exec and the seal come first).
+    std::thread::sleep(Duration::from_millis(300));
+    let tmp = format!("{RACED}.tmp");
+    let replaced = (|| -> std::io::Result<()> {
+        for generation in 0..GENERATIONS {
+            std::fs::write(&tmp, format!("generation-{generation}\n"))?;
+            std::fs::rename(&tmp, RACED)?;
+            // Let the reader get a turn on the two emulated CPUs.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(())
+    })();
+    std::fs::write(&stop, "").map_err(|err| err.to_string())?;
+    let counts = finish(reader);
+    let _ = std::fs::remove_file(&stop);
+    replaced.map_err(|err| format!("replacing {RACED}: {err}"))?;
+    counts
+}
+
+fn move_while_linked(sealed: bool) -> Result<Counts, String> {
+    let stop = stop_file("move");
+    let links = format!(
+        "/srv/bulkhead-test/links-{}",
+        if sealed { "domain" } else { "outside" }
+    );
+    let _ = std::fs::remove_file(&stop);
+    let _ = std::fs::remove_dir_all(&links);
+    let reader = start(
+        sealed,
+        "race-linker",
+        &["link-then-read", STAGING, &links, &stop],
+    )?;
+    let moved = (|| -> Result<(), String> {
+        for generation in 0..GENERATIONS {
+            let staged = format!("{STAGING}/F-{generation}");
+            std::fs::write(&staged, format!("moved-{generation}\n")).map_err(|e| e.to_string())?;
+            // Wait (briefly) for the reader's link, so most files are linked before they move.
+            let deadline = Instant::now() + Duration::from_millis(200);
+            while std::fs::metadata(&staged).map_or(1, |m| m.nlink()) < 2
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            std::fs::rename(&staged, format!("{KEYS_DIR}/moved-{generation}"))
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })();
+    std::fs::write(&stop, "").map_err(|err| err.to_string())?;
+    let counts = finish(reader);
+    let _ = std::fs::remove_file(&stop);
+    let _ = std::fs::remove_dir_all(&links);
+    for generation in 0..GENERATIONS {
+        let _ = std::fs::remove_file(format!("{KEYS_DIR}/moved-{generation}"));
+    }
+    moved?;
+    counts
+}
