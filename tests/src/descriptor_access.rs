@@ -10,7 +10,19 @@ use std::{fs::File, io::Read, os::fd::FromRawFd};
 use crate::{access::Outcome, fixtures::SECRET_CONTENT};
 
 /// The ways an inherited descriptor is used.
-pub const HELD_OPS: [&str; 6] = ["read", "pread", "mmap", "sendfile", "splice", "copy-range"];
+pub const HELD_OPS: [&str; 8] = [
+    "read",
+    "pread",
+    "mmap",
+    "sendfile",
+    "splice",
+    "copy-range",
+    "ioctl-getflags",
+    "lease",
+];
+
+/// `FS_IOC_GETFLAGS`, `_IOR('f', 1, long)`.
+const FS_IOC_GETFLAGS: libc::c_ulong = 0x8008_6601;
 
 fn last_error() -> std::io::Error {
     std::io::Error::last_os_error()
@@ -101,6 +113,21 @@ pub fn held(fd: i32, op: &str) -> Outcome {
                     Ok(n) => n,
                     Err(err) => return refused_or(op, err),
                 }
+            }
+            // Requests that read no contents: success is all an allowed one can show.
+            "ioctl-getflags" => {
+                let mut flags: libc::c_long = 0;
+                if libc::ioctl(fd, FS_IOC_GETFLAGS, &mut flags) != 0 {
+                    return refused_or("FS_IOC_GETFLAGS", last_error());
+                }
+                return Outcome::Allowed;
+            }
+            "lease" => {
+                if libc::fcntl(fd, libc::F_SETLEASE, libc::F_RDLCK) != 0 {
+                    return refused_or("F_SETLEASE", last_error());
+                }
+                libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK);
+                return Outcome::Allowed;
             }
             other => return Outcome::Error(format!("unknown held-descriptor op {other}")),
         };

@@ -17,10 +17,11 @@ use crate::{
 
 pub fn add(suite: &mut Suite<'_>) {
     for op in HELD_OPS {
-        let hook = if op == "mmap" {
-            "mmap_file"
-        } else {
-            "file_permission"
+        let hook = match op {
+            "mmap" => "mmap_file",
+            "ioctl-getflags" => "file_ioctl",
+            "lease" => "file_fcntl",
+            _ => "file_permission",
         };
         let case = format!("deny:descriptor-inherited-{op}:in-domain");
         suite.add(case.clone(), move || {

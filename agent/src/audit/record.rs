@@ -70,6 +70,10 @@ fn kernel_fs(magic: u32) -> &'static str {
         0xcafe_4a11 => "bpf",
         0x0102_1994 => "tmpfs",
         0x1cd1 => "devpts",
+        0x4249_4e4d => "binfmt_misc",
+        0x0765_5821 => "resctrl",
+        0x6573_5543 => "fusectl",
+        0x6e66_7364 => "nfsd",
         0x1980_0202 => "mqueue",
         _ => "unknown",
     }

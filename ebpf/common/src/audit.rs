@@ -68,6 +68,7 @@ pub mod hook {
     pub const FILE_PERMISSION: u32 = 43;
     pub const MMAP_FILE: u32 = 44;
     pub const FILE_RECEIVE: u32 = 45;
+    pub const FILE_FCNTL: u32 = 46;
 }
 
 /// The LSM hook name for a [`hook`] id.
@@ -118,6 +119,7 @@ pub fn hook_name(id: u32) -> &'static str {
         hook::FILE_PERMISSION => "file_permission",
         hook::MMAP_FILE => "mmap_file",
         hook::FILE_RECEIVE => "file_receive",
+        hook::FILE_FCNTL => "file_fcntl",
         _ => "unknown",
     }
 }

@@ -59,6 +59,20 @@ fn check_held(hook: u32, access: u32, file: *const c_void, previous: i32) -> i32
     check_file(hook, access, file, previous)
 }
 
+/// Requests through a descriptor of a protected file the task holds that change or hold it
+/// without reading or writing: ioctls (`FS_IOC_SETFLAGS` and `FS_IOC_FSSETXATTR` change its
+/// attributes past `inode_setattr`, filesystem ioctls move its blocks), leases (`F_SETLEASE`
+/// stalls the administrator's opens) and directory notifications (`F_NOTIFY`). Refused like
+/// reads; `None` when this module has nothing against the request.
+#[inline(always)]
+pub fn check_held_request(hook: u32, cmd: u32, file: *const c_void, previous: i32) -> Option<i32> {
+    if previous != 0 {
+        return None;
+    }
+    let verdict = check_held(hook, cmd, file, previous);
+    (verdict != 0).then_some(verdict)
+}
+
 #[lsm(hook = "file_open")]
 pub fn file_open(ctx: LsmContext) -> i32 {
     check_file(

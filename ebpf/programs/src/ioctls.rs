@@ -12,6 +12,7 @@ use bulkhead_common::audit::hook;
 
 use crate::{
     audit::refuse,
+    descriptors::check_held_request,
     hook_args::{hook_arg, verdict},
     signals::owner_ioctl,
     task_domain::restricted_actor,
@@ -64,6 +65,9 @@ fn check_ioctl(ctx: &LsmContext, hook: u32, file: *const c_void, cmd: u32, previ
             Ok(actor) => refuse(hook, cmd, actor),
             Err(verdict) => verdict,
         };
+    }
+    if let Some(verdict) = check_held_request(hook, cmd, file, previous) {
+        return verdict;
     }
     owner_ioctl(ctx, file, cmd, previous)
 }

@@ -15,7 +15,8 @@
 //!   a listing of `/proc`. Procfs files of no task (`/proc/meminfo`, `/proc/sys`) stay readable,
 //!   and none of them is writable (sysctls, `/proc/sysrq-trigger`).
 //! - cgroup files (v1 and v2), sysfs, securityfs, tracefs, debugfs, configfs, pstore, efivarfs,
-//!   the SELinux and Smack filesystems and bpffs are the node's: writing `cgroup.procs` or
+//!   the SELinux and Smack filesystems, bpffs, binfmt_misc, resctrl, fusectl and nfsd are the
+//!   node's: writing `cgroup.procs` or
 //!   `cgroup.threads` moves a process (no hook sees which), `cgroup.kill` sends SIGKILL without
 //!   `task_kill`, `cgroup.freeze` and the controller files act on every process of a cgroup, and
 //!   the rest configure the kernel. A task in a domain may not write any of them, nor create or
@@ -46,7 +47,7 @@ const MAY_APPEND: u32 = 0x8;
 const PROC_SUPER_MAGIC: u64 = 0x9fa0;
 /// Filesystems whose files no task in a domain may write (include/uapi/linux/magic.h; configfs
 /// defines its own).
-const NODE_FILESYSTEMS: [u64; 12] = [
+const NODE_FILESYSTEMS: [u64; 16] = [
     0x0027_e0eb, // CGROUP_SUPER_MAGIC (v1)
     0x6367_7270, // CGROUP2_SUPER_MAGIC
     0x6265_6572, // SYSFS_MAGIC
@@ -59,6 +60,12 @@ const NODE_FILESYSTEMS: [u64; 12] = [
     0xf97c_ff8c, // SELINUX_MAGIC
     0x4341_5d53, // SMACK_MAGIC
     0xcafe_4a11, // BPF_FS_MAGIC
+    // Handlers for every later exec on the node (an interpreter of the writer's choosing for
+    // processes outside the domain, root's included), and `status` removes them all.
+    0x4249_4e4d, // BINFMTFS_MAGIC
+    0x0765_5821, // RDTGROUP_SUPER_MAGIC (resctrl: `tasks` moves any process)
+    0x6573_5543, // FUSE_CTL_SUPER_MAGIC (aborts other processes' FUSE connections)
+    0x6e66_7364, // NFSD_MAGIC (the NFS server's exports and threads)
 ];
 
 #[unsafe(link_section = ".maps")]

@@ -10,6 +10,7 @@ use bulkhead_common::{NO_DOMAIN, UNDECIDABLE, audit::hook};
 use crate::{
     ENOMEM,
     audit::refuse_task,
+    descriptors::check_held_request,
     file_owner,
     hook_args::{hook_arg, verdict},
     kernel_layout::{file_key, fown_file_key},
@@ -52,12 +53,17 @@ pub fn file_fcntl(ctx: LsmContext) -> i32 {
     let cmd = hook_arg!(ctx, FileFcntlCmd) as u32;
     let arg = hook_arg!(ctx, FileFcntlArg);
     let previous = verdict!(ctx, FileFcntlVerdict);
+    let file = hook_arg!(ctx, FileFcntlFile) as *const c_void;
+    if matches!(cmd, F_SETLEASE | F_NOTIFY)
+        && let Some(verdict) = check_held_request(hook::FILE_FCNTL, cmd, file, previous)
+    {
+        return verdict;
+    }
     let sets_owner = matches!(cmd, F_SETOWN | F_SETOWN_EX | F_SETLEASE | F_NOTIFY)
         || (cmd == F_SETFL && arg & O_ASYNC != 0);
     if !sets_owner {
         return previous;
     }
-    let file = hook_arg!(ctx, FileFcntlFile) as *const c_void;
     reserve_owner_record(&ctx, file, previous)
 }
 
