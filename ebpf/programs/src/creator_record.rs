@@ -14,28 +14,25 @@ pub trait CreatorMap {
     fn forget(&self, object: u64);
 }
 
-impl CreatorMap for HashMap<u64, DomainId> {
-    #[inline(always)]
-    fn record(&self, object: u64, domain: DomainId) -> Result<(), i32> {
-        self.insert(&object, &domain, 0)
-    }
-    #[inline(always)]
-    fn forget(&self, object: u64) {
-        // An absent entry is the common case; the error carries no information.
-        let _ = self.remove(&object);
-    }
+/// aya's hash and LRU hash maps have the same insert and remove but share no trait.
+macro_rules! creator_map {
+    ($map:ident) => {
+        impl CreatorMap for $map<u64, DomainId> {
+            #[inline(always)]
+            fn record(&self, object: u64, domain: DomainId) -> Result<(), i32> {
+                self.insert(&object, &domain, 0)
+            }
+            #[inline(always)]
+            fn forget(&self, object: u64) {
+                // An absent entry is the common case; the error carries no information.
+                let _ = self.remove(&object);
+            }
+        }
+    };
 }
 
-impl CreatorMap for LruHashMap<u64, DomainId> {
-    #[inline(always)]
-    fn record(&self, object: u64, domain: DomainId) -> Result<(), i32> {
-        self.insert(&object, &domain, 0)
-    }
-    #[inline(always)]
-    fn forget(&self, object: u64) {
-        let _ = self.remove(&object);
-    }
-}
+creator_map!(HashMap);
+creator_map!(LruHashMap);
 
 /// Why an object cannot be created.
 pub enum NotRecorded {
