@@ -22,7 +22,7 @@ use crate::{
     enforce::{Enforcement, Settings, pins::PinDir},
     lifecycle::DomainEnds,
     preflight,
-    protect::{Protector, watch},
+    protect::{self, Protector, watch},
     reachable_sockets::{self, ReachableSockets},
     state::StateDb,
 };
@@ -57,6 +57,14 @@ pub async fn run(config: NodeConfig, config_path: PathBuf) -> anyhow::Result<()>
         "LSM programs loaded, attached and pinned"
     );
 
+    let open_file_limit = protect::raise_open_file_limit()?;
+    if open_file_limit < protect::MAX_PROTECTED_INODES as u64 {
+        tracing::warn!(
+            open_file_limit,
+            "the agent holds every protected inode open; with this open-file limit a larger \
+             protected set stops the scan with an error (raise LimitNOFILE)"
+        );
+    }
     let mut protector =
         Protector::new(protected_patterns(&config), Box::new(maps.protected_inodes));
     let report = protector

@@ -11,7 +11,7 @@ pub mod watch;
 
 use std::{io, os::fd::BorrowedFd};
 
-pub use scan::{Protector, ScanReport};
+pub use scan::{MAX_PROTECTED_INODES, Protector, ScanReport, raise_open_file_limit};
 
 /// Where marks go: one of the kernel's inode-storage maps in the agent, a recorder in tests.
 pub trait InodeMarker: Send {

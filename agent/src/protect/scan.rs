@@ -1,5 +1,11 @@
 //! One pass over the protected paths: expand globs, open each match without reading it, and
 //! mark its inode (and, for a directory, every inode below it).
+//!
+//! The agent keeps each marked inode open (`O_PATH`) until a later pass no longer finds it.
+//! A mark lives in the kernel's inode storage, which is freed when the inode leaves the inode
+//! cache; on a disk filesystem that happens to any file nobody holds open, under memory
+//! pressure a task can create. The inode read back from disk would carry no mark until the
+//! next pass. An open descriptor holds the dentry and so the inode: the mark cannot be dropped.
 
 use std::{
     collections::HashMap,
@@ -24,11 +30,18 @@ pub const MAX_PROTECTED_INODES: usize = 100_000;
 /// themselves live on the inodes, in the kernel).
 type InodeId = (u64, u64);
 
+/// A marked inode, where a pass found it, and the descriptor that keeps it (and its mark) in
+/// the kernel's inode cache.
+struct Pinned {
+    path: PathBuf,
+    pin: File,
+}
+
 pub struct Protector {
     patterns: Vec<String>,
     marker: Box<dyn InodeMarker>,
-    /// Every inode marked by the last pass, with the path it was found at.
-    marked: HashMap<InodeId, PathBuf>,
+    /// Every inode marked by the last pass, with the path it was found at, held open.
+    marked: HashMap<InodeId, Pinned>,
     known: KnownPaths,
 }
 
@@ -99,24 +112,20 @@ impl Protector {
         } = pass;
         // An inode still at the path it was marked at, but no longer named by any pattern,
         // was dropped from the config: unmark it. (A replaced or moved file is no longer at
-        // its old path and keeps its mark.)
-        for (id, path) in &previously {
+        // its old path and keeps its mark; its pin is released with `previously`.)
+        for (id, Pinned { path, pin }) in &previously {
             if !seen.contains_key(id) && still_at(path, *id)? {
-                report.unprotected.push(path.clone());
-            }
-        }
-        for path in &report.unprotected {
-            if let Some(file) = open_path(path, false)? {
                 self.marker
-                    .unmark(file.as_fd())
+                    .unmark(pin.as_fd())
                     .with_context(|| format!("unmarking {}", path.display()))?;
+                report.unprotected.push(path.clone());
             }
         }
         report.inodes = seen.len();
         if let Ok(mut known) = self.known.lock() {
             *known = seen
                 .iter()
-                .map(|((dev, ino), path)| {
+                .map(|((dev, ino), Pinned { path, .. })| {
                     (
                         (
                             u64::from(libc::major(*dev)),
@@ -133,6 +142,17 @@ impl Protector {
     }
 }
 
+/// Raises the agent's soft open-file limit to its hard limit: the protector keeps up to
+/// [`MAX_PROTECTED_INODES`] descriptors open besides the agent's own. Returns the new limit.
+pub fn raise_open_file_limit() -> anyhow::Result<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("getrlimit(RLIMIT_NOFILE)")?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).context("setrlimit(RLIMIT_NOFILE)")?;
+    }
+    Ok(hard)
+}
+
 /// Opens `path` with O_PATH (no read access needed, works on any file type); `None` if it
 /// does not exist.
 fn open_path(path: &Path, follow: bool) -> anyhow::Result<Option<File>> {
@@ -147,6 +167,13 @@ fn open_path(path: &Path, follow: bool) -> anyhow::Result<Option<File>> {
     {
         Ok(file) => Ok(Some(file)),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) if err.raw_os_error() == Some(libc::EMFILE) => Err(err).with_context(|| {
+            format!(
+                "opening {} to keep its mark: the agent holds every protected inode open; \
+                 raise its open-file limit (LimitNOFILE) above the number of protected inodes",
+                path.display()
+            )
+        }),
         Err(err) => Err(err).with_context(|| format!("opening {}", path.display())),
     }
 }
@@ -159,8 +186,8 @@ fn still_at(path: &Path, id: InodeId) -> anyhow::Result<bool> {
 
 struct Pass<'a> {
     marker: &'a mut dyn InodeMarker,
-    previously: &'a HashMap<InodeId, PathBuf>,
-    seen: HashMap<InodeId, PathBuf>,
+    previously: &'a HashMap<InodeId, Pinned>,
+    seen: HashMap<InodeId, Pinned>,
     report: ScanReport,
 }
 
@@ -188,21 +215,29 @@ impl Pass<'_> {
         };
         let meta = File::metadata(&file).with_context(|| format!("stat {}", path.display()))?;
         let id = (meta.dev(), meta.ino());
-        if self.seen.insert(id, path.to_owned()).is_none() {
-            if self.seen.len() > MAX_PROTECTED_INODES {
-                bail!(
-                    "more than {MAX_PROTECTED_INODES} inodes below the protected paths (at {}); \
-                 protect the secrets, not whole data trees",
-                    path.display()
-                );
-            }
-            self.marker
-                .mark(file.as_fd())
-                .with_context(|| format!("marking {} protected in the kernel", path.display()))?;
-            if !self.previously.contains_key(&id) {
-                self.report.newly_marked.push(path.to_owned());
-            }
+        if self.seen.contains_key(&id) {
+            return Ok(Some(meta.is_dir()));
         }
+        if self.seen.len() >= MAX_PROTECTED_INODES {
+            bail!(
+                "more than {MAX_PROTECTED_INODES} inodes below the protected paths (at {}); \
+                 protect the secrets, not whole data trees",
+                path.display()
+            );
+        }
+        self.marker
+            .mark(file.as_fd())
+            .with_context(|| format!("marking {} protected in the kernel", path.display()))?;
+        if !self.previously.contains_key(&id) {
+            self.report.newly_marked.push(path.to_owned());
+        }
+        self.seen.insert(
+            id,
+            Pinned {
+                path: path.to_owned(),
+                pin: file,
+            },
+        );
         Ok(Some(meta.is_dir()))
     }
 }
@@ -297,6 +332,45 @@ mod tests {
         assert_eq!(report.inodes, 6);
         assert_eq!(report.newly_marked.len(), 6);
         assert_eq!(report.unmatched, [format!("{}/absent.cfg", root.display())]);
+    }
+
+    /// The inode numbers the agent holds open, read from its own descriptor table.
+    fn held_open() -> Vec<InodeId> {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter_map(|fd| std::fs::metadata(fd.path()).ok())
+            .map(|meta| (meta.dev(), meta.ino()))
+            .collect()
+    }
+
+    fn id_of(path: &Path) -> InodeId {
+        let meta = std::fs::symlink_metadata(path).unwrap();
+        (meta.dev(), meta.ino())
+    }
+
+    #[test]
+    fn every_marked_inode_is_held_open_until_a_pass_no_longer_finds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("airflow.cfg");
+        let keys = dir.path().join("keys");
+        std::fs::write(&cfg, "v1").unwrap();
+        std::fs::create_dir(&keys).unwrap();
+        std::fs::write(keys.join("a.pem"), "k").unwrap();
+        let (mut protector, _recorder) =
+            protector(&[cfg.display().to_string(), keys.display().to_string()]);
+        protector.scan().unwrap();
+        let first = id_of(&cfg);
+        for id in [first, id_of(&keys), id_of(&keys.join("a.pem"))] {
+            assert!(held_open().contains(&id), "{id:?} not held open");
+        }
+        let tmp = dir.path().join("airflow.cfg.tmp");
+        std::fs::write(&tmp, "v2").unwrap();
+        std::fs::rename(&tmp, &cfg).unwrap();
+        protector.scan().unwrap();
+        let held = held_open();
+        assert!(held.contains(&id_of(&cfg)), "the new inode is held");
+        assert!(!held.contains(&first), "the replaced inode is released");
     }
 
     #[test]
