@@ -281,11 +281,7 @@ mod tests {
 
     impl Recorder {
         fn marked(&self, path: &Path) -> bool {
-            let meta = std::fs::symlink_metadata(path).unwrap();
-            self.marks
-                .lock()
-                .unwrap()
-                .contains(&(meta.dev(), meta.ino()))
+            self.marks.lock().unwrap().contains(&id_of(path))
         }
     }
 
