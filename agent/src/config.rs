@@ -517,7 +517,36 @@ impl NodeConfig {
                 config.devices.allow.len()
             ));
         }
+        crate::protect::name_trie::NameTrie::build(&config.protected_patterns())
+            .map_err(|err| format!("[protect] paths: {err}"))?;
         Ok(config)
+    }
+
+    /// Every pattern the agent protects: its own state, pin and key directories and the
+    /// broker's workload secret (escaped: they are literal paths), then `[protect] paths`.
+    pub fn protected_patterns(&self) -> Vec<String> {
+        let key_dir = self
+            .broker
+            .key_dir(self.agent.state_dir.as_path())
+            .filter(|_| self.broker.enabled);
+        [
+            Some(self.agent.state_dir.as_path().to_owned()),
+            Some(self.agent.pin_dir.as_path().to_owned()),
+            // Outside the state directory only when configured so; protected either way.
+            key_dir,
+            // The workload issuer's shared secret would let a task forge workload tokens.
+            self.broker
+                .workload
+                .secret_file
+                .as_ref()
+                .filter(|_| self.broker.enabled)
+                .map(|file| file.as_path().to_owned()),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|dir| glob::Pattern::escape(&dir.to_string_lossy()))
+        .chain(self.protect.paths.iter().map(|p| p.as_str().to_owned()))
+        .collect()
     }
 }
 

@@ -66,7 +66,8 @@ pub async fn run(config: NodeConfig, config_path: PathBuf) -> anyhow::Result<()>
         );
     }
     let mut protector =
-        Protector::new(protected_patterns(&config), Box::new(maps.protected_inodes));
+        Protector::new(config.protected_patterns(), Box::new(maps.protected_inodes))
+            .with_guards(maps.guarded_dirs);
     let report = protector
         .scan()
         .context("marking the protected files; the agent does not run with partial protection")?;
@@ -78,11 +79,12 @@ pub async fn run(config: NodeConfig, config_path: PathBuf) -> anyhow::Result<()>
     }
     tracing::info!(
         inodes = report.inodes,
+        guarded_dirs = report.guarded_dirs,
         rescan_secs = config.protect.rescan_interval_secs.duration().as_secs(),
         "protected files marked"
     );
     let known_paths = protector.known_paths();
-    let (patterns_tx, patterns_rx) = tokio::sync::watch::channel(protected_patterns(&config));
+    let (patterns_tx, patterns_rx) = tokio::sync::watch::channel(config.protected_patterns());
     tokio::spawn(watch::keep_marked(
         protector,
         config.protect.rescan_interval_secs.duration(),
@@ -268,7 +270,7 @@ impl Live {
         applied.broker = self.config.broker.clone();
         applied.devices = self.config.devices.clone();
         applied.protect.handed_over_descriptors = self.config.protect.handed_over_descriptors;
-        self.patterns.send_replace(protected_patterns(&applied));
+        self.patterns.send_replace(applied.protected_patterns());
         self.reachable.send_replace(reachable_paths(&applied));
         self.rate.send_replace(audit_rate(&applied));
         self.config = applied;
@@ -276,32 +278,6 @@ impl Live {
 }
 
 /// The configured protected paths, plus the agent's own state and pin directories, always.
-fn protected_patterns(config: &NodeConfig) -> Vec<String> {
-    let key_dir = config
-        .broker
-        .key_dir(config.agent.state_dir.as_path())
-        .filter(|_| config.broker.enabled);
-    [
-        Some(config.agent.state_dir.as_path().to_owned()),
-        Some(config.agent.pin_dir.as_path().to_owned()),
-        // Outside the state directory only when configured so; protected either way.
-        key_dir,
-        // The workload issuer's shared secret would let a task forge workload tokens.
-        config
-            .broker
-            .workload
-            .secret_file
-            .as_ref()
-            .filter(|_| config.broker.enabled)
-            .map(|file| file.as_path().to_owned()),
-    ]
-    .into_iter()
-    .flatten()
-    .map(|dir| glob::Pattern::escape(&dir.to_string_lossy()))
-    .chain(config.protect.paths.iter().map(|p| p.as_str().to_owned()))
-    .collect()
-}
-
 /// The socket files every domain may reach: the agent's own, and the configured ones.
 fn reachable_paths(config: &NodeConfig) -> Vec<PathBuf> {
     std::iter::once(config.api.socket_path.as_path().to_owned())

@@ -37,3 +37,33 @@ impl InodeMarks {
         self.map.remove(&inode)
     }
 }
+
+/// The protected names' node table (NAME_NODES) and the guarded directories (GUARDED_DIR),
+/// both this generation's own: written before any program is attached.
+pub struct NameMaps {
+    pub nodes: aya::maps::Array<MapData, bulkhead_common::names::NameNode>,
+    pub guarded: InodeStorage<MapData, u64>,
+}
+
+impl crate::protect::guard::GuardStore for NameMaps {
+    fn set_nodes(&mut self, nodes: &[bulkhead_common::names::NameNode]) -> std::io::Result<()> {
+        let empty = bulkhead_common::names::NameNode::default();
+        for id in 0..bulkhead_common::names::MAX_NAME_NODES {
+            let node = nodes.get(id).copied().unwrap_or(empty);
+            self.nodes
+                .set(id as u32, node, 0)
+                .map_err(std::io::Error::other)?;
+        }
+        Ok(())
+    }
+
+    fn guard(&mut self, dir: BorrowedFd<'_>, children: u64) -> std::io::Result<()> {
+        self.guarded
+            .insert(&dir, children, 0)
+            .map_err(std::io::Error::other)
+    }
+
+    fn unguard(&mut self, dir: BorrowedFd<'_>) -> std::io::Result<()> {
+        self.guarded.remove(&dir).map_err(std::io::Error::other)
+    }
+}

@@ -19,6 +19,9 @@ pub const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
 pub struct KernelLayout {
     /// `offsetof(struct dentry, d_inode)`; the field must be a `struct inode *`.
     pub dentry_d_inode: u16,
+    pub dentry_d_parent: u16,
+    /// `dentry.d_name.name`: the embedded qstr's offset plus its `name` member's.
+    pub dentry_d_name: u16,
     /// How the SIGIO hook finds the file of an owner struct.
     pub fown_file: FownFile,
     /// `offsetof(struct user_namespace, level)` (an `int`), for the capability hook.
@@ -114,6 +117,9 @@ impl KernelLayout {
 
     pub fn from_btf(btf: &Btf) -> anyhow::Result<Self> {
         let dentry_d_inode = field(btf, "dentry", "d_inode", FieldShape::PointerTo("inode"))?;
+        let dentry_d_parent = field(btf, "dentry", "d_parent", FieldShape::PointerTo("dentry"))?;
+        let dentry_d_name = field(btf, "dentry", "d_name", FieldShape::Embedded("qstr"))?
+            + field(btf, "qstr", "name", FieldShape::BytePointer)?;
         let fown_file = match field(btf, "file", "f_owner", FieldShape::Embedded("fown_struct")) {
             Ok(offset) => FownFile {
                 mode: bulkhead_common::FOWN_FILE_EMBEDDED,
@@ -190,6 +196,8 @@ impl KernelLayout {
         Ok(Self {
             describe,
             dentry_d_inode: load_offset("dentry.d_inode", dentry_d_inode)?,
+            dentry_d_parent: load_offset("dentry.d_parent", dentry_d_parent)?,
+            dentry_d_name: load_offset("dentry.d_name.name", dentry_d_name)?,
             fown_file,
             user_ns_level: user_ns_level.into(),
             proc_inode_pid_back,
@@ -213,13 +221,13 @@ impl KernelLayout {
 impl KernelLayout {
     /// Every struct field the programs load directly: (placeholder offset in the object, the
     /// field's offset on this kernel, its name for errors).
-    pub fn field_loads(&self) -> [(i16, u16, &'static str); 12] {
+    pub fn field_loads(&self) -> [(i16, u16, &'static str); 14] {
         use bulkhead_common::{
-            DENTRY_D_INODE_PLACEHOLDER, FILE_INODE_PLACEHOLDER, INODE_MODE_PLACEHOLDER,
-            INODE_RDEV_PLACEHOLDER, INODE_SB_PLACEHOLDER, PATH_DENTRY_PLACEHOLDER,
-            SB_DEV_PLACEHOLDER, SB_MAGIC_PLACEHOLDER, SOCKET_SK_PLACEHOLDER,
-            TASK_BPF_STORAGE_PLACEHOLDER, UNIX_SOCK_PATH_DENTRY_PLACEHOLDER,
-            UNIX_SOCK_PEER_PLACEHOLDER,
+            DENTRY_D_INODE_PLACEHOLDER, DENTRY_D_NAME_PLACEHOLDER, DENTRY_D_PARENT_PLACEHOLDER,
+            FILE_INODE_PLACEHOLDER, INODE_MODE_PLACEHOLDER, INODE_RDEV_PLACEHOLDER,
+            INODE_SB_PLACEHOLDER, PATH_DENTRY_PLACEHOLDER, SB_DEV_PLACEHOLDER,
+            SB_MAGIC_PLACEHOLDER, SOCKET_SK_PLACEHOLDER, TASK_BPF_STORAGE_PLACEHOLDER,
+            UNIX_SOCK_PATH_DENTRY_PLACEHOLDER, UNIX_SOCK_PEER_PLACEHOLDER,
         };
         [
             (
@@ -250,6 +258,16 @@ impl KernelLayout {
             (SB_DEV_PLACEHOLDER, self.sb_dev, "super_block->s_dev"),
             (INODE_RDEV_PLACEHOLDER, self.inode_rdev, "inode->i_rdev"),
             (FILE_INODE_PLACEHOLDER, self.file_inode, "file->f_inode"),
+            (
+                DENTRY_D_PARENT_PLACEHOLDER,
+                self.dentry_d_parent,
+                "dentry->d_parent",
+            ),
+            (
+                DENTRY_D_NAME_PLACEHOLDER,
+                self.dentry_d_name,
+                "dentry->d_name.name",
+            ),
         ]
     }
 }
@@ -319,6 +337,8 @@ enum FieldShape {
     Word,
     /// A 2-byte integer (`umode_t`).
     Half,
+    /// A pointer to bytes (`const unsigned char *`).
+    BytePointer,
     /// Only the offset matters (describing fields).
     Any,
 }
@@ -334,17 +354,13 @@ fn field(btf: &Btf, structure: &str, member: &str, shape: FieldShape) -> anyhow:
     else {
         bail!("kernel BTF has no struct {structure}");
     };
-    for candidate in &definition.members {
-        if btf.resolve_name(candidate).ok().as_deref() != Some(member) {
-            continue;
-        }
-        if candidate.bitfield_size().is_some_and(|bits| bits != 0)
-            || candidate.bit_offset() % 8 != 0
-        {
+    if let Some((candidate, bit_offset)) = find_member(btf, &definition.members, member)? {
+        let candidate = &candidate;
+        if candidate.bitfield_size().is_some_and(|bits| bits != 0) || bit_offset % 8 != 0 {
             bail!("{structure}.{member} is a bitfield in this kernel");
         }
         if matches!(shape, FieldShape::Any) {
-            return Ok(candidate.bit_offset() / 8);
+            return Ok(bit_offset / 8);
         }
         let ty = skip_qualifiers(btf, btf.resolve_chained_type(candidate)?)?;
         let ok = match (&shape, &ty) {
@@ -358,6 +374,10 @@ fn field(btf: &Btf, structure: &str, member: &str, shape: FieldShape) -> anyhow:
             (FieldShape::Int, Type::Int(int)) => int.size() == 4,
             (FieldShape::Word, Type::Int(int)) => int.size() == 8,
             (FieldShape::Half, Type::Int(int)) => int.size() == 2,
+            (FieldShape::BytePointer, Type::Ptr(ptr)) => matches!(
+                skip_qualifiers(btf, btf.resolve_chained_type(ptr)?)?,
+                Type::Int(int) if int.size() == 1
+            ),
             _ => false,
         };
         if !ok {
@@ -367,13 +387,39 @@ fn field(btf: &Btf, structure: &str, member: &str, shape: FieldShape) -> anyhow:
                 FieldShape::Int => "int".to_owned(),
                 FieldShape::Word => "8-byte integer".to_owned(),
                 FieldShape::Half => "2-byte integer".to_owned(),
+                FieldShape::BytePointer => "pointer to bytes".to_owned(),
                 FieldShape::Any => unreachable!("returned above"),
             };
             bail!("{structure}.{member} is not a {expected} in this kernel");
         }
-        return Ok(candidate.bit_offset() / 8);
+        return Ok(bit_offset / 8);
     }
     bail!("kernel BTF: struct {structure} has no member {member}")
+}
+
+/// `member` among `members`, looking inside anonymous structs and unions as C does (7.x puts
+/// `dentry.d_name` in one), with its bit offset from the start of the outer struct.
+fn find_member(
+    btf: &Btf,
+    members: &[btf_rs::Member],
+    member: &str,
+) -> anyhow::Result<Option<(btf_rs::Member, u32)>> {
+    for candidate in members {
+        match btf.resolve_name(candidate).ok().as_deref() {
+            Some(name) if name == member => {
+                return Ok(Some((candidate.clone(), candidate.bit_offset())));
+            }
+            Some(name) if !name.is_empty() => continue,
+            _ => {}
+        }
+        if let Type::Struct(inner) | Type::Union(inner) =
+            skip_qualifiers(btf, btf.resolve_chained_type(candidate)?)?
+            && let Some((found, offset)) = find_member(btf, &inner.members, member)?
+        {
+            return Ok(Some((found, offset + candidate.bit_offset())));
+        }
+    }
+    Ok(None)
 }
 
 pub(super) fn skip_qualifiers(btf: &Btf, mut ty: Type) -> anyhow::Result<Type> {

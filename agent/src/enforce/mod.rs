@@ -29,11 +29,13 @@ use bulkhead_common::{
     SHM_DEV_GLOBAL, STORAGE_LIST_OFFSET_GLOBAL, TASK_DOMAIN_MAP, USER_NS_LEVEL_OFFSET_GLOBAL,
     hook_abi::HELPER_READ_ARGS,
     lifecycle::{DOMAIN_EVENTS_MAP, DOMAIN_TASKS_MAP, TRACE_PROGRAMS},
+    names::{GUARDED_DIR_MAP, NAME_NODES_MAP},
 };
 
 use crate::config::{BUILTIN_DEVICES, CharDevice, HandedOverDescriptors, NodeConfig};
+use crate::protect::guard::GuardedDirs;
 use domain_census::DomainCensus;
-use inode_marks::InodeMarks;
+use inode_marks::{InodeMarks, NameMaps};
 use kernel_layout::KernelLayout;
 use object_patch::AlignedObject;
 use pins::{Generation, PINNED_MAPS, PinDir};
@@ -65,6 +67,8 @@ pub struct EnforcementMaps {
     pub settings: Settings,
     pub domain_census: DomainCensus,
     pub domain_events: RingBuf<MapData>,
+    /// The protected names' trie in the kernel and the directories guarded for it.
+    pub guarded_dirs: GuardedDirs,
 }
 
 /// The node's mode, in the SETTINGS map the programs read on every refusal.
@@ -195,6 +199,7 @@ impl Enforcement {
             },
             domain_census: DomainCensus::new(take_map(&mut ebpf, DOMAIN_TASKS_MAP)?),
             domain_events: take_map(&mut ebpf, DOMAIN_EVENTS_MAP)?,
+            guarded_dirs: guard_existing_dirs(&mut ebpf, &config.protected_patterns())?,
         };
 
         allow_devices(&mut ebpf, &config.devices.allow)?;
@@ -227,6 +232,24 @@ impl Enforcement {
         };
         Ok((enforcement, maps))
     }
+}
+
+/// Writes the protected names' trie and guards the directories on its way before any program
+/// is attached, so the new generation judges new names from its first moment.
+fn guard_existing_dirs(ebpf: &mut Ebpf, patterns: &[String]) -> anyhow::Result<GuardedDirs> {
+    let maps = NameMaps {
+        nodes: take_map(ebpf, NAME_NODES_MAP)?,
+        guarded: take_map(ebpf, GUARDED_DIR_MAP)?,
+    };
+    let mut guarded = GuardedDirs::new(patterns, Box::new(maps))?;
+    let count = guarded
+        .refresh()
+        .context("guarding the directories on the protected paths' way")?;
+    tracing::debug!(
+        directories = count,
+        "directories on the protected paths guarded"
+    );
+    Ok(guarded)
 }
 
 /// Fills DEVICE_ALLOWED with the built-in harmless devices and `[devices] allow`, before any

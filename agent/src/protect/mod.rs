@@ -6,6 +6,8 @@
 //! inode that appears under a protected name (a config tool's write-and-rename, a key file
 //! created after the agent started) is marked within a bounded time.
 
+pub mod guard;
+pub mod name_trie;
 mod scan;
 pub mod watch;
 

@@ -19,7 +19,7 @@ use std::{
 
 use anyhow::{Context, bail};
 
-use super::InodeMarker;
+use super::{InodeMarker, guard::GuardedDirs};
 use crate::audit::KnownPaths;
 
 /// More inodes than this below the protected paths is almost certainly a misconfiguration
@@ -28,7 +28,7 @@ pub const MAX_PROTECTED_INODES: usize = 100_000;
 
 /// A device and inode number: identifies a marked inode for change reporting only (the marks
 /// themselves live on the inodes, in the kernel).
-type InodeId = (u64, u64);
+pub(super) type InodeId = (u64, u64);
 
 /// A marked inode, where a pass found it, and the descriptor that keeps it (and its mark) in
 /// the kernel's inode cache.
@@ -43,6 +43,11 @@ pub struct Protector {
     /// Every inode marked by the last pass, with the path it was found at, held open.
     marked: HashMap<InodeId, Pinned>,
     known: KnownPaths,
+    /// The directories on the patterns' way, guarded in the kernel (absent in tests that only
+    /// look at marks).
+    guards: Option<GuardedDirs>,
+    /// The patterns changed since the guards last saw them.
+    patterns_changed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -55,6 +60,8 @@ pub struct ScanReport {
     pub unmatched: Vec<String>,
     /// Paths no pattern covers any more (after a reload) whose marks were removed.
     pub unprotected: Vec<PathBuf>,
+    /// Directories on the patterns' way, guarded in the kernel.
+    pub guarded_dirs: usize,
 }
 
 impl Protector {
@@ -65,7 +72,15 @@ impl Protector {
             marker,
             marked: HashMap::new(),
             known: KnownPaths::default(),
+            guards: None,
+            patterns_changed: false,
         }
+    }
+
+    /// Keeps `guards` current with every scan and pattern change.
+    pub fn with_guards(mut self, guards: GuardedDirs) -> Self {
+        self.guards = Some(guards);
+        self
     }
 
     /// Where the audit trail looks up the path of a protected inode.
@@ -76,6 +91,7 @@ impl Protector {
     /// New patterns (config reload); they apply at the next scan.
     pub fn set_patterns(&mut self, patterns: Vec<String>) {
         self.patterns = patterns;
+        self.patterns_changed = true;
     }
 
     pub fn patterns(&self) -> &[String] {
@@ -138,6 +154,14 @@ impl Protector {
                 .collect();
         }
         self.marked = seen;
+        // After the marks: a directory newly on the way then guards names whose inodes are
+        // already marked.
+        if let Some(guards) = &mut self.guards {
+            if std::mem::take(&mut self.patterns_changed) {
+                guards.set_patterns(&self.patterns)?;
+            }
+            report.guarded_dirs = guards.refresh()?;
+        }
         Ok(report)
     }
 }
@@ -155,7 +179,7 @@ pub fn raise_open_file_limit() -> anyhow::Result<u64> {
 
 /// Opens `path` with O_PATH (no read access needed, works on any file type); `None` if it
 /// does not exist.
-fn open_path(path: &Path, follow: bool) -> anyhow::Result<Option<File>> {
+pub(super) fn open_path(path: &Path, follow: bool) -> anyhow::Result<Option<File>> {
     let mut flags = libc::O_PATH | libc::O_CLOEXEC;
     if !follow {
         flags |= libc::O_NOFOLLOW;

@@ -69,6 +69,10 @@ pub mod hook {
     pub const MMAP_FILE: u32 = 44;
     pub const FILE_RECEIVE: u32 = 45;
     pub const FILE_FCNTL: u32 = 46;
+    pub const INODE_CREATE: u32 = 47;
+    pub const INODE_MKDIR: u32 = 48;
+    pub const INODE_MKNOD: u32 = 49;
+    pub const INODE_SYMLINK: u32 = 50;
 }
 
 /// The LSM hook name for a [`hook`] id.
@@ -120,6 +124,10 @@ pub fn hook_name(id: u32) -> &'static str {
         hook::MMAP_FILE => "mmap_file",
         hook::FILE_RECEIVE => "file_receive",
         hook::FILE_FCNTL => "file_fcntl",
+        hook::INODE_CREATE => "inode_create",
+        hook::INODE_MKDIR => "inode_mkdir",
+        hook::INODE_MKNOD => "inode_mknod",
+        hook::INODE_SYMLINK => "inode_symlink",
         _ => "unknown",
     }
 }

@@ -107,6 +107,11 @@ pub const SB_DEV_PLACEHOLDER: i16 = 0x7ef5;
 pub const INODE_RDEV_PLACEHOLDER: i16 = 0x7efd;
 /// Placeholder load offset for `file->f_inode`, patched likewise.
 pub const FILE_INODE_PLACEHOLDER: i16 = 0x7f05;
+/// Placeholder load offset for `dentry->d_parent`, patched likewise.
+pub const DENTRY_D_PARENT_PLACEHOLDER: i16 = 0x7f0d;
+/// Placeholder load offset for `dentry->d_name.name` (the name's bytes, NUL-terminated),
+/// patched likewise.
+pub const DENTRY_D_NAME_PLACEHOLDER: i16 = 0x7f15;
 
 /// Name of the global saying whether descriptors of protected files that a task in a domain
 /// holds (inherited, received, or opened before the file was marked) may still be read,
@@ -181,18 +186,20 @@ pub const USER_NS_LEVEL_OFFSET_GLOBAL: &str = "USER_NS_LEVEL_OFFSET";
 pub mod audit;
 pub mod hook_abi;
 pub mod lifecycle;
+pub mod names;
 
 /// The LSM hooks the agent attaches, as (program name in the object, kernel hook name).
 ///
 /// `task_free` comes first, so every task `task_alloc` counts is sure to be uncounted. Then
 /// `task_alloc`: the agent attaches it before any hook that reads a domain, so there is never
-/// a moment when a sealed task could fork an unlabelled child. `inode_init_security`
-/// comes before the file checks so files created in a protected directory are labelled from
-/// the moment checks start.
+/// a moment when a sealed task could fork an unlabelled child. `inode_init_security` and
+/// `d_instantiate` come before the file checks so files created in a protected directory or
+/// at a protected name are labelled from the moment checks start.
 pub const LSM_PROGRAMS: &[(&str, &str)] = &[
     ("count_freed_task", "task_free"),
     ("task_alloc", "task_alloc"),
     ("inode_init_security", "inode_init_security"),
+    ("d_instantiate", "d_instantiate"),
     ("ptrace_access_check", "ptrace_access_check"),
     ("ptrace_traceme", "ptrace_traceme"),
     ("task_kill", "task_kill"),
@@ -235,6 +242,10 @@ pub const LSM_PROGRAMS: &[(&str, &str)] = &[
     ("file_permission", "file_permission"),
     ("mmap_file", "mmap_file"),
     ("file_receive", "file_receive"),
+    ("inode_create", "inode_create"),
+    ("inode_mkdir", "inode_mkdir"),
+    ("inode_mknod", "inode_mknod"),
+    ("inode_symlink", "inode_symlink"),
     ("inode_unlink", "inode_unlink"),
     ("inode_rmdir", "inode_rmdir"),
     ("inode_rename", "inode_rename"),

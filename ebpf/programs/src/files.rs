@@ -19,7 +19,9 @@ use crate::{
     hook_args::{hook_arg, verdict},
     kernel_files,
     kernel_layout::dentry_inode,
+    names::{NameMatch, guard, is_directory},
     protected_inode::{is_protected, protect},
+    protected_names::name_in,
     shared_memory::check_shared,
     task_domain::restricted_actor,
 };
@@ -109,13 +111,17 @@ pub fn inode_rmdir(ctx: LsmContext) -> i32 {
 
 /// Both the file being moved and a protected file it would replace. Then, for every caller
 /// (the administrator included): a file that takes over a protected name (renamed over it, the
-/// way `sed -i`, editors and config tools replace a file) or moves into a protected directory
-/// is protected before the rename makes it visible there, so no task ever finds that name
-/// leading to unprotected contents. An exchange (RENAME_EXCHANGE) asks this hook both ways.
+/// way `sed -i`, editors and config tools replace a file, or moved to a name a pattern
+/// protects) or moves into a protected directory is protected before the rename makes it
+/// visible there, so no task ever finds that name leading to unprotected contents; a directory
+/// moved onto a protected pattern's way guards the names below it from then on. A task in a
+/// domain may not move anything onto a pattern's way. An exchange (RENAME_EXCHANGE) asks this
+/// hook both ways.
 #[lsm(hook = "inode_rename")]
 pub fn inode_rename(ctx: LsmContext) -> i32 {
     let moved = dentry_inode(hook_arg!(ctx, InodeRenameOldDentry) as *const c_void);
-    let replaced = dentry_inode(hook_arg!(ctx, InodeRenameNewDentry) as *const c_void);
+    let new_dentry = hook_arg!(ctx, InodeRenameNewDentry) as *const c_void;
+    let replaced = dentry_inode(new_dentry);
     let old_dir = hook_arg!(ctx, InodeRenameOldDir) as *mut c_void;
     let new_dir = hook_arg!(ctx, InodeRenameNewDir) as *mut c_void;
     let verdict = deny_if_protected(
@@ -126,17 +132,42 @@ pub fn inode_rename(ctx: LsmContext) -> i32 {
     if verdict != 0 {
         return verdict;
     }
-    let takes_protected_place = is_protected(replaced) || is_protected(new_dir);
-    carry_protection(&ctx, takes_protected_place, moved)
+    let found = name_in(new_dir, new_dentry).unwrap_or(UNREADABLE_NAME);
+    if found.on_pattern()
+        && let Ok(domain) = restricted_actor(0)
+    {
+        return refuse_inode(hook::INODE_RENAME, 0, domain, new_dir);
+    }
+    let takes_protected_place = found.protect || is_protected(replaced) || is_protected(new_dir);
+    let verdict = carry_protection(&ctx, takes_protected_place, moved);
+    if verdict != 0 {
+        return verdict;
+    }
+    if found.children != 0 && is_directory(moved) && !guard(moved, found.children) {
+        info!(
+            &ctx,
+            "bulkhead: no storage to guard a directory moved onto a protected path; refused"
+        );
+        return -crate::ENOMEM;
+    }
+    0
 }
+
+/// A name that cannot be read is judged as a protected one.
+const UNREADABLE_NAME: NameMatch = NameMatch {
+    protect: true,
+    children: 0,
+};
 
 /// A new hard link to a protected file would still lead to the protected inode, but the task
 /// could then keep a name for it where the administrator does not look. A file linked into a
-/// protected directory, by anyone, is protected before the new name exists.
+/// protected directory or to a protected name, by anyone, is protected before the new name
+/// exists; a task in a domain may not link anything onto a protected pattern's way.
 #[lsm(hook = "inode_link")]
 pub fn inode_link(ctx: LsmContext) -> i32 {
     let source = dentry_inode(hook_arg!(ctx, InodeLinkOldDentry) as *const c_void);
     let dir = hook_arg!(ctx, InodeLinkDir) as *mut c_void;
+    let new_dentry = hook_arg!(ctx, InodeLinkNewDentry) as *const c_void;
     let verdict = deny_if_protected(
         hook::INODE_LINK,
         &[source, dir],
@@ -145,7 +176,13 @@ pub fn inode_link(ctx: LsmContext) -> i32 {
     if verdict != 0 {
         return verdict;
     }
-    carry_protection(&ctx, is_protected(dir), source)
+    let found = name_in(dir, new_dentry).unwrap_or(UNREADABLE_NAME);
+    if found.on_pattern()
+        && let Ok(domain) = restricted_actor(0)
+    {
+        return refuse_inode(hook::INODE_LINK, 0, domain, dir);
+    }
+    carry_protection(&ctx, found.protect || is_protected(dir), source)
 }
 
 /// Protects `inode` when it is about to get a protected name. The operation does not go ahead

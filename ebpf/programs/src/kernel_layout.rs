@@ -16,10 +16,11 @@ use core::ffi::c_void;
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
 use bulkhead_common::{
-    DENTRY_D_INODE_PLACEHOLDER, FILE_INODE_PLACEHOLDER, FOWN_FILE_BACK_POINTER, FOWN_FILE_EMBEDDED,
-    INODE_MODE_PLACEHOLDER, INODE_RDEV_PLACEHOLDER, INODE_SB_PLACEHOLDER, PATH_DENTRY_PLACEHOLDER,
-    SB_DEV_PLACEHOLDER, SB_MAGIC_PLACEHOLDER, SOCKET_SK_PLACEHOLDER,
-    UNIX_SOCK_PATH_DENTRY_PLACEHOLDER, UNIX_SOCK_PEER_PLACEHOLDER,
+    DENTRY_D_INODE_PLACEHOLDER, DENTRY_D_NAME_PLACEHOLDER, DENTRY_D_PARENT_PLACEHOLDER,
+    FILE_INODE_PLACEHOLDER, FOWN_FILE_BACK_POINTER, FOWN_FILE_EMBEDDED, INODE_MODE_PLACEHOLDER,
+    INODE_RDEV_PLACEHOLDER, INODE_SB_PLACEHOLDER, PATH_DENTRY_PLACEHOLDER, SB_DEV_PLACEHOLDER,
+    SB_MAGIC_PLACEHOLDER, SOCKET_SK_PLACEHOLDER, UNIX_SOCK_PATH_DENTRY_PLACEHOLDER,
+    UNIX_SOCK_PEER_PLACEHOLDER,
 };
 
 /// The pointer field at placeholder offset `PLACEHOLDER` of the BTF object at `base`.
@@ -39,6 +40,21 @@ fn pointer_field<const PLACEHOLDER: i16>(base: *const c_void) -> *mut c_void {
 #[inline(always)]
 pub fn dentry_inode(dentry: *const c_void) -> *mut c_void {
     pointer_field::<DENTRY_D_INODE_PLACEHOLDER>(dentry)
+}
+
+/// `dentry->d_parent` (the dentry itself for a filesystem's root).
+#[inline(always)]
+pub fn dentry_parent(dentry: *const c_void) -> *mut c_void {
+    pointer_field::<DENTRY_D_PARENT_PLACEHOLDER>(dentry)
+}
+
+/// `dentry->d_name.name`, the address of the name's NUL-terminated bytes, to be read with
+/// `bpf_probe_read_kernel_str` (the verifier gives a load of a byte pointer no type).
+#[inline(always)]
+pub fn dentry_name(dentry: *const c_void) -> *const u8 {
+    pointer_field::<DENTRY_D_NAME_PLACEHOLDER>(dentry)
+        .cast_const()
+        .cast()
 }
 
 /// The scalar field at placeholder offset `PLACEHOLDER` of the BTF object at `base`.
