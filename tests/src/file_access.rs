@@ -106,9 +106,42 @@ pub fn attempt(op: &str, args: &[&str]) -> Outcome {
             )
             .map(drop)
         }
+        ("create-at", [path]) => fs::File::create(path).and_then(|_| fs::remove_file(path)),
+        ("mkdir-at", [path]) => fs::create_dir(path).and_then(|()| fs::remove_dir(path)),
+        ("mkfifo-at", [path]) => {
+            // SAFETY: valid C string.
+            check(unsafe { libc::mkfifo(cstr(path).as_ptr(), 0o600) }.into())
+                .and_then(|_| fs::remove_file(path))
+        }
+        ("symlink-at", [path]) => {
+            std::os::unix::fs::symlink("/tmp", path).and_then(|()| fs::remove_file(path))
+        }
+        ("link-own-to", [path]) => with_own_file(path, |own| {
+            fs::hard_link(own, path).and_then(|()| fs::remove_file(path))
+        }),
+        ("rename-own-to", [path]) => with_own_file(path, |own| {
+            fs::rename(own, path).and_then(|()| fs::remove_file(path))
+        }),
+        ("rename-own-dir-to", [path]) => {
+            let own = format!("{path}.own-{}", std::process::id());
+            fs::create_dir(&own).and_then(|()| {
+                let result = fs::rename(&own, path).and_then(|()| fs::remove_dir(path));
+                let _ = fs::remove_dir(&own);
+                result
+            })
+        }
         _ => return Outcome::Error(format!("unknown file op {op} {args:?}")),
     };
     outcome(&format!("{op} {args:?}"), result)
+}
+
+/// Runs `op` with a file the task makes itself beside `path` (removed afterwards if left).
+fn with_own_file(path: &str, op: impl FnOnce(&str) -> io::Result<()>) -> io::Result<()> {
+    let own = format!("{path}.own-{}", std::process::id());
+    fs::write(&own, "the task's own\n")?;
+    let result = op(&own);
+    let _ = fs::remove_file(&own);
+    result
 }
 
 /// execve in a child; the child reports execve's errno as its exit code.

@@ -26,11 +26,21 @@ pub const PUBLIC_CONTENT: &str = "log_level = info\n";
 pub const KEYS_DIR: &str = "/srv/bulkhead-test/keys";
 pub const KEY_IN_DIR: &str = "/srv/bulkhead-test/keys/sub/a.pem";
 pub const GLOB_MATCH: &str = "/srv/bulkhead-test/glob/x.pem";
+/// The directory of GLOB_MATCH; `*.pem` in it is protected, the directory itself is not.
+pub const GLOB_DIR: &str = "/srv/bulkhead-test/glob";
 pub const GLOB_OTHER: &str = "/srv/bulkhead-test/glob/readme.txt";
 pub const VICTIMS_DIR: &str = "/srv/bulkhead-test/victims";
 pub const REPLACED: &str = "/srv/bulkhead-test/replaced.cfg";
 /// Protected, and replaced 200 times by write-and-rename while tasks read it (race tests).
 pub const RACED: &str = "/srv/bulkhead-test/raced.cfg";
+/// Protected and never created by the suite: no task in a domain may make it.
+pub const ABSENT: &str = "/srv/bulkhead-test/absent.cfg";
+/// Not protected, beside ABSENT: the domain-side control.
+pub const ABSENT_BESIDE: &str = "/srv/bulkhead-test/absent-beside.cfg";
+/// On the way of the protected pattern `way/*/key` and never created by the suite.
+pub const ON_THE_WAY: &str = "/srv/bulkhead-test/way";
+/// On the way of `appears/*/token`: created only by the race test, after the agent started.
+pub const APPEARS: &str = "/srv/bulkhead-test/appears";
 /// Not protected: where the race tests stage files before moving them into KEYS_DIR.
 pub const STAGING: &str = "/srv/bulkhead-test/staging";
 /// The executor's workload-token signing key (in the protected keys directory: a task that

@@ -54,6 +54,12 @@ pub fn main(args: &[String]) -> i32 {
         ["device", op] => report(crate::device_access::attempt(op)),
         ["device-open", path] => report(crate::device_access::open_device(path)),
         ["read-loop", path, stop] => crate::race_access::read_loop(path, stop),
+        ["read-matching-loop", dir, suffix, stop] => {
+            crate::race_access::read_matching_loop(dir, suffix, stop)
+        }
+        ["read-nested-loop", base, leaf, stop] => {
+            crate::race_access::read_nested_loop(base, leaf, stop)
+        }
         ["link-then-read", staging, links, stop] => {
             crate::race_access::link_then_read(staging, links, stop)
         }

@@ -34,6 +34,7 @@ mod scenarios_kernel;
 mod scenarios_keys;
 mod scenarios_lifecycle;
 mod scenarios_lookup;
+mod scenarios_names;
 mod scenarios_races;
 mod scenarios_shm;
 mod scenarios_signals;

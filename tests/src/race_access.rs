@@ -80,3 +80,40 @@ pub fn link_then_read(staging: &str, links: &str, stop: &str) -> i32 {
     println!("linked={} {}", linked.len(), counts.line());
     0
 }
+
+/// Until `stop` exists, lists `dir` and reads every entry whose name ends with `suffix` (new
+/// files matching a protected glob, made by an administrator meanwhile).
+pub fn read_matching_loop(dir: &str, suffix: &str, stop: &str) -> i32 {
+    let mut counts = Counts::default();
+    while !Path::new(stop).exists() {
+        let Ok(entries) = fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().ends_with(suffix) {
+                counts.read(&entry.path());
+            }
+        }
+    }
+    println!("{}", counts.line());
+    0
+}
+
+/// Until `stop` exists, reads `<base>/<every subdirectory>/<leaf>` (a protected path whose
+/// directories an administrator makes meanwhile; `base` itself may not exist yet).
+pub fn read_nested_loop(base: &str, leaf: &str, stop: &str) -> i32 {
+    let mut counts = Counts::default();
+    while !Path::new(stop).exists() {
+        let Ok(entries) = fs::read_dir(base) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path().join(leaf);
+            if path.exists() {
+                counts.read(&path);
+            }
+        }
+    }
+    println!("{}", counts.line());
+    0
+}

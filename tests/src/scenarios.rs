@@ -306,6 +306,7 @@ pub fn run(filter: Option<&str>) -> usize {
         crate::bench_hooks::hook_cost,
     );
     crate::scenarios_files::add(&mut suite);
+    crate::scenarios_names::add(&mut suite);
     crate::scenarios_descriptors::add(&mut suite);
     crate::scenarios_races::add(&mut suite);
     crate::scenarios_kernel::add(&mut suite);

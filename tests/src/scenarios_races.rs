@@ -13,7 +13,7 @@ use std::{
 };
 
 use crate::{
-    fixtures::{KEYS_DIR, RACED, STAGING},
+    fixtures::{APPEARS, GLOB_DIR, KEYS_DIR, RACED, STAGING},
     harness::Suite,
     scenarios::exe,
 };
@@ -58,6 +58,107 @@ pub fn add(suite: &mut Suite<'_>) {
         }
         Ok(())
     });
+    suite.add("race:new-glob-match-never-read-in-domain", || {
+        let counts = create_while_reading(true)?;
+        note("new files matching a glob, reader in a domain", &counts);
+        never_read(&counts)
+    });
+    suite.add("control-outside:race-new-glob-match-read", || {
+        let counts = create_while_reading(false)?;
+        note("new files matching a glob, reader outside", &counts);
+        read_several(&counts)
+    });
+    suite.add("race:directory-appears-later-never-read-in-domain", || {
+        let counts = nest_while_reading(true)?;
+        note(
+            "protected path whose directories appear later, reader in a domain",
+            &counts,
+        );
+        never_read(&counts)
+    });
+    suite.add("control-outside:race-directory-appears-later-read", || {
+        let counts = nest_while_reading(false)?;
+        note(
+            "protected path whose directories appear later, reader outside",
+            &counts,
+        );
+        read_several(&counts)
+    });
+}
+
+fn never_read(counts: &Counts) -> Result<(), String> {
+    if counts.get("reads") != Some(&0) || counts.get("refused").is_none_or(|n| *n == 0) {
+        return Err(format!("wanted no read and some refusals, got {counts:?}"));
+    }
+    Ok(())
+}
+
+fn read_several(counts: &Counts) -> Result<(), String> {
+    if counts.get("generations") < Some(&2) {
+        return Err(format!(
+            "wanted reads of several generations, got {counts:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// An administrator makes 200 new files matching `glob/*.pem` while a task reads every
+/// `*.pem` it can list there.
+fn create_while_reading(sealed: bool) -> Result<Counts, String> {
+    let stop = stop_file("glob");
+    let _ = std::fs::remove_file(&stop);
+    let reader = start(
+        sealed,
+        "race-glob-reader",
+        &["read-matching-loop", GLOB_DIR, ".pem", &stop],
+    )?;
+    std::thread::sleep(Duration::from_millis(300));
+    let path = |generation: usize| format!("{GLOB_DIR}/new-{generation}.pem");
+    let created = (|| -> std::io::Result<()> {
+        for generation in 0..GENERATIONS {
+            std::fs::write(path(generation), format!("new-{generation}\n"))?;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(())
+    })();
+    std::fs::write(&stop, "").map_err(|err| err.to_string())?;
+    let counts = finish(reader);
+    let _ = std::fs::remove_file(&stop);
+    for generation in 0..GENERATIONS {
+        let _ = std::fs::remove_file(path(generation));
+    }
+    created.map_err(|err| format!("creating in {GLOB_DIR}: {err}"))?;
+    counts
+}
+
+/// An administrator makes `appears/` (absent when the agent started), then 200 directories
+/// `appears/d<n>/` each with its protected `token`, while a task reads every token it finds.
+fn nest_while_reading(sealed: bool) -> Result<Counts, String> {
+    let stop = stop_file("nest");
+    let _ = std::fs::remove_file(&stop);
+    let _ = std::fs::remove_dir_all(APPEARS);
+    let reader = start(
+        sealed,
+        "race-nest-reader",
+        &["read-nested-loop", APPEARS, "token", &stop],
+    )?;
+    std::thread::sleep(Duration::from_millis(300));
+    let made = (|| -> std::io::Result<()> {
+        std::fs::create_dir(APPEARS)?;
+        for generation in 0..GENERATIONS {
+            let dir = format!("{APPEARS}/d{generation}");
+            std::fs::create_dir(&dir)?;
+            std::fs::write(format!("{dir}/token"), format!("token-{generation}\n"))?;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(())
+    })();
+    std::fs::write(&stop, "").map_err(|err| err.to_string())?;
+    let counts = finish(reader);
+    let _ = std::fs::remove_file(&stop);
+    let _ = std::fs::remove_dir_all(APPEARS);
+    made.map_err(|err| format!("making {APPEARS}: {err}"))?;
+    counts
 }
 
 type Counts = std::collections::BTreeMap<String, u64>;
