@@ -209,6 +209,32 @@ pub fn fanotify_event(group: i32) -> Outcome {
     read_whole(event.fd)
 }
 
+/// Reads one event from the fanotify group `group`: `Allowed` when the kernel opened the file
+/// for it (the descriptor is closed unread), `Denied` when the open was refused.
+pub fn fanotify_event_opened(group: i32) -> Outcome {
+    let mut buf = [0u8; 4096];
+    // SAFETY: a buffer of the stated length.
+    let n = unsafe { libc::read(group, buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return refused_or("reading the fanotify event", last_error());
+    }
+    if (n as usize) < std::mem::size_of::<libc::fanotify_event_metadata>() {
+        return Outcome::Error(format!("fanotify read {n} bytes"));
+    }
+    // SAFETY: the buffer holds at least one event's metadata.
+    let event: libc::fanotify_event_metadata =
+        unsafe { std::ptr::read_unaligned(buf.as_ptr().cast()) };
+    if event.fd < 0 {
+        return Outcome::Error(format!(
+            "fanotify event without a descriptor ({})",
+            event.fd
+        ));
+    }
+    // SAFETY: the descriptor is ours.
+    drop(unsafe { File::from_raw_fd(event.fd) });
+    Outcome::Allowed
+}
+
 fn read_whole(fd: i32) -> Outcome {
     // SAFETY: the descriptor is ours to own from here.
     let mut file = unsafe { File::from_raw_fd(fd) };

@@ -65,6 +65,9 @@ pub fn main(args: &[String]) -> i32 {
         }
         ["held-fd", fd, op] => report(crate::descriptor_access::held(fd.parse().expect("fd"), op)),
         ["received-fd", fd] => report(crate::descriptor_access::received(fd.parse().expect("fd"))),
+        ["fanotify-event-opened", fd] => report(crate::descriptor_access::fanotify_event_opened(
+            fd.parse().expect("fd"),
+        )),
         ["fanotify-event", fd] => report(crate::descriptor_access::fanotify_event(
             fd.parse().expect("fd"),
         )),

@@ -74,6 +74,30 @@ pub fn add(suite: &mut Suite<'_>) {
             &[("file_open", Names::File)],
         )
     });
+    // A walk-less open gets the whole inode verdict, not only the protected-file one: another
+    // task's /proc file, handed out with a fanotify event.
+    suite.add(
+        "deny:descriptor-fanotify-event-other-task-proc:in-domain",
+        || {
+            let group = fanotify_group_with_event_on(FANOTIFIED_OTHER_TASK_FILE)?;
+            let fd = group.as_raw_fd().to_string();
+            expect(
+                run_helper(true, "fanotify-proc", &["fanotify-event-opened", &fd], &[]),
+                Outcome::Denied,
+            )
+        },
+    );
+    suite.add(
+        "control-outside:descriptor-fanotify-event-other-task-proc",
+        || {
+            let group = fanotify_group_with_event_on(FANOTIFIED_OTHER_TASK_FILE)?;
+            let fd = group.as_raw_fd().to_string();
+            expect(
+                run_helper(false, "", &["fanotify-event-opened", &fd], &[]),
+                Outcome::Allowed,
+            )
+        },
+    );
     suite.add("control-outside:descriptor-fanotify-event", || {
         let group = fanotify_group_with_event()?;
         let fd = group.as_raw_fd().to_string();
@@ -130,14 +154,27 @@ fn socket_holding_secret() -> Result<File, String> {
     }
 }
 
+/// Another task's `/proc/<pid>` file (init's, outside any domain), which no domain may open.
+/// (Not a device: the guest's kernels queue no open event for character devices.)
+const FANOTIFIED_OTHER_TASK_FILE: &str = "/proc/1/status";
+
 /// A fanotify group made here, outside any domain, watching opens of the protected file, with
 /// one open already queued (inheritable).
 fn fanotify_group_with_event() -> Result<File, String> {
+    fanotify_group_with_event_on(SECRET)
+}
+
+/// The same for any file. The group does not block: a kernel that queued no event makes the
+/// helper's read fail, not hang the suite.
+fn fanotify_group_with_event_on(target: &str) -> Result<File, String> {
     use std::os::fd::FromRawFd;
-    let path = crate::access::cstring(SECRET);
+    let path = crate::access::cstring(target);
     // SAFETY: plain system calls; the path is NUL-terminated.
     let group = unsafe {
-        let fd = libc::fanotify_init(libc::FAN_CLASS_NOTIF, libc::O_RDONLY as u32);
+        let fd = libc::fanotify_init(
+            libc::FAN_CLASS_NOTIF | libc::FAN_NONBLOCK,
+            libc::O_RDONLY as u32,
+        );
         if fd < 0 {
             return Err(format!(
                 "fanotify_init: {}",
@@ -160,6 +197,22 @@ fn fanotify_group_with_event() -> Result<File, String> {
         }
         group
     };
-    File::open(SECRET).map_err(|e| format!("{SECRET}: {e}"))?;
+    File::open(target).map_err(|e| format!("{target}: {e}"))?;
+    event_queued(&group, target)?;
     inheritable(group)
+}
+
+/// Errs unless the group has an event to read, so a missing event is named as such.
+fn event_queued(group: &File, target: &str) -> Result<(), String> {
+    let mut poll = libc::pollfd {
+        fd: group.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd, as stated.
+    let ready = unsafe { libc::poll(&mut poll, 1, 2000) };
+    if ready != 1 {
+        return Err(format!("no fanotify event queued for opening {target}"));
+    }
+    Ok(())
 }

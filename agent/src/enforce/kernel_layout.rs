@@ -22,6 +22,7 @@ pub struct KernelLayout {
     pub dentry_d_parent: u16,
     /// `dentry.d_name.name`: the embedded qstr's offset plus its `name` member's.
     pub dentry_d_name: u16,
+    pub file_f_mode: u16,
     /// How the SIGIO hook finds the file of an owner struct.
     pub fown_file: FownFile,
     /// `offsetof(struct user_namespace, level)` (an `int`), for the capability hook.
@@ -192,6 +193,7 @@ impl KernelLayout {
         let inode_mode = field(btf, "inode", "i_mode", FieldShape::Half)?;
         let inode_rdev = field(btf, "inode", "i_rdev", FieldShape::Int)?;
         let file_inode = field(btf, "file", "f_inode", FieldShape::PointerTo("inode"))?;
+        let file_f_mode = field(btf, "file", "f_mode", FieldShape::Int)?;
         let sb_dev_load = field(btf, "super_block", "s_dev", FieldShape::Int)?;
         Ok(Self {
             describe,
@@ -211,6 +213,7 @@ impl KernelLayout {
             inode_mode: load_offset("inode.i_mode", inode_mode)?,
             inode_rdev: load_offset("inode.i_rdev", inode_rdev)?,
             file_inode: load_offset("file.f_inode", file_inode)?,
+            file_f_mode: load_offset("file.f_mode", file_f_mode)?,
             sb_dev: load_offset("super_block.s_dev", sb_dev_load)?,
             storage,
             lookup_may_fail,
@@ -221,13 +224,14 @@ impl KernelLayout {
 impl KernelLayout {
     /// Every struct field the programs load directly: (placeholder offset in the object, the
     /// field's offset on this kernel, its name for errors).
-    pub fn field_loads(&self) -> [(i16, u16, &'static str); 14] {
+    pub fn field_loads(&self) -> [(i16, u16, &'static str); 15] {
         use bulkhead_common::{
             DENTRY_D_INODE_PLACEHOLDER, DENTRY_D_NAME_PLACEHOLDER, DENTRY_D_PARENT_PLACEHOLDER,
-            FILE_INODE_PLACEHOLDER, INODE_MODE_PLACEHOLDER, INODE_RDEV_PLACEHOLDER,
-            INODE_SB_PLACEHOLDER, PATH_DENTRY_PLACEHOLDER, SB_DEV_PLACEHOLDER,
-            SB_MAGIC_PLACEHOLDER, SOCKET_SK_PLACEHOLDER, TASK_BPF_STORAGE_PLACEHOLDER,
-            UNIX_SOCK_PATH_DENTRY_PLACEHOLDER, UNIX_SOCK_PEER_PLACEHOLDER,
+            FILE_F_MODE_PLACEHOLDER, FILE_INODE_PLACEHOLDER, INODE_MODE_PLACEHOLDER,
+            INODE_RDEV_PLACEHOLDER, INODE_SB_PLACEHOLDER, PATH_DENTRY_PLACEHOLDER,
+            SB_DEV_PLACEHOLDER, SB_MAGIC_PLACEHOLDER, SOCKET_SK_PLACEHOLDER,
+            TASK_BPF_STORAGE_PLACEHOLDER, UNIX_SOCK_PATH_DENTRY_PLACEHOLDER,
+            UNIX_SOCK_PEER_PLACEHOLDER,
         };
         [
             (
@@ -268,6 +272,7 @@ impl KernelLayout {
                 self.dentry_d_name,
                 "dentry->d_name.name",
             ),
+            (FILE_F_MODE_PLACEHOLDER, self.file_f_mode, "file->f_mode"),
         ]
     }
 }

@@ -112,6 +112,8 @@ pub const DENTRY_D_PARENT_PLACEHOLDER: i16 = 0x7f0d;
 /// Placeholder load offset for `dentry->d_name.name` (the name's bytes, NUL-terminated),
 /// patched likewise.
 pub const DENTRY_D_NAME_PLACEHOLDER: i16 = 0x7f15;
+/// Placeholder load offset for `file->f_mode` (a four-byte `fmode_t`), patched likewise.
+pub const FILE_F_MODE_PLACEHOLDER: i16 = 0x7f1d;
 
 /// Name of the global saying whether descriptors of protected files that a task in a domain
 /// holds (inherited, received, or opened before the file was marked) may still be read,

@@ -22,8 +22,9 @@ use bulkhead_common::audit::hook;
 use crate::{
     agent_set::agent_set,
     audit::refuse_inode,
+    files::judge_inode,
     hook_args::{hook_arg, verdict},
-    kernel_layout::file_inode,
+    kernel_layout::{file_inode, file_mode},
     protected_inode::is_protected,
     task_domain::restricted_actor,
 };
@@ -73,14 +74,38 @@ pub fn check_held_request(hook: u32, cmd: u32, file: *const c_void, previous: i3
     (verdict != 0).then_some(verdict)
 }
 
+/// An open the kernel makes without a path walk (a fanotify event's descriptor) never met
+/// `inode_permission`, so the whole of its verdict is applied here: protected files, other
+/// tasks' `/proc/<pid>` files, kernel filesystems, devices and other domains' shared memory.
+/// For opens that did walk, it is the same verdict a second time.
 #[lsm(hook = "file_open")]
 pub fn file_open(ctx: LsmContext) -> i32 {
-    check_file(
-        hook::FILE_OPEN,
-        0,
-        hook_arg!(ctx, FileOpenFile) as *const c_void,
-        verdict!(ctx, FileOpenVerdict),
-    )
+    let actor = match restricted_actor(verdict!(ctx, FileOpenVerdict)) {
+        Ok(actor) => actor,
+        Err(verdict) => return verdict,
+    };
+    let file = hook_arg!(ctx, FileOpenFile) as *const c_void;
+    judge_inode(hook::FILE_OPEN, actor, file_inode(file), open_mask(file))
+}
+
+const FMODE_READ: u32 = 1 << 0;
+const FMODE_WRITE: u32 = 1 << 1;
+const MAY_WRITE: u32 = 1 << 1;
+const MAY_READ: u32 = 1 << 2;
+const MAY_OPEN: u32 = 1 << 5;
+
+/// The MAY_* bits `inode_permission` would have been asked for this open.
+#[inline(always)]
+fn open_mask(file: *const c_void) -> u32 {
+    let mode = file_mode(file);
+    let mut mask = MAY_OPEN;
+    if mode & FMODE_READ != 0 {
+        mask |= MAY_READ;
+    }
+    if mode & FMODE_WRITE != 0 {
+        mask |= MAY_WRITE;
+    }
+    mask
 }
 
 #[lsm(hook = "file_permission")]

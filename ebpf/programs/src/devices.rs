@@ -17,7 +17,7 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{macros::map, maps::HashMap};
-use bulkhead_common::{DEVICE_ALLOWED_ENTRIES, DomainId, audit::hook, device_any_minor};
+use bulkhead_common::{DEVICE_ALLOWED_ENTRIES, DomainId, device_any_minor};
 
 use crate::{
     audit::refuse_device,
@@ -52,7 +52,7 @@ fn allowed_char_device(rdev: u32) -> bool {
 /// The verdict for a task of domain `actor` asking `mask` on `inode`, as far as this module
 /// is concerned: `None` when it has nothing against it.
 #[inline(always)]
-pub fn check(actor: DomainId, inode: *mut c_void, mask: u32) -> Option<i32> {
+pub fn check(hook: u32, actor: DomainId, inode: *mut c_void, mask: u32) -> Option<i32> {
     let kind = inode_mode(inode) & S_IFMT;
     if kind != S_IFBLK && kind != S_IFCHR {
         return None;
@@ -61,11 +61,5 @@ pub fn check(actor: DomainId, inode: *mut c_void, mask: u32) -> Option<i32> {
     if kind == S_IFCHR && allowed_char_device(rdev) {
         return None;
     }
-    Some(refuse_device(
-        hook::INODE_PERMISSION,
-        mask,
-        actor,
-        inode,
-        rdev,
-    ))
+    Some(refuse_device(hook, mask, actor, inode, rdev))
 }

@@ -11,7 +11,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use aya_log_ebpf::info;
-use bulkhead_common::audit::hook;
+use bulkhead_common::{DomainId, audit::hook};
 
 use crate::{
     audit::refuse_inode,
@@ -39,12 +39,21 @@ pub fn inode_permission(ctx: LsmContext) -> i32 {
     };
     let inode = hook_arg!(ctx, InodePermissionInode) as *mut c_void;
     let mask = hook_arg!(ctx, InodePermissionMask) as u32;
+    judge_inode(hook::INODE_PERMISSION, domain, inode, mask)
+}
+
+/// Everything a task in `domain` may not reach an inode for, whatever the way: protected,
+/// another task's `/proc/<pid>` file or a write to a kernel filesystem (kernel_files.rs), a
+/// device (devices.rs), another domain's shared memory (shared_memory.rs). `mask` holds the
+/// kernel's MAY_* bits of the access.
+#[inline(always)]
+pub fn judge_inode(hook: u32, domain: DomainId, inode: *mut c_void, mask: u32) -> i32 {
     if is_protected(inode) {
-        return refuse_inode(hook::INODE_PERMISSION, mask, domain, inode);
+        return refuse_inode(hook, mask, domain, inode);
     }
-    kernel_files::check(domain, inode, mask)
-        .or_else(|| devices::check(domain, inode, mask))
-        .or_else(|| check_shared(hook::INODE_PERMISSION, mask, domain, inode))
+    kernel_files::check(hook, domain, inode, mask)
+        .or_else(|| devices::check(hook, domain, inode, mask))
+        .or_else(|| check_shared(hook, mask, domain, inode))
         .unwrap_or(0)
 }
 

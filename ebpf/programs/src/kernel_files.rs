@@ -30,7 +30,7 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{bindings::task_struct, macros::lsm, programs::LsmContext};
-use bulkhead_common::{DomainId, NO_DOMAIN, audit::hook};
+use bulkhead_common::{DomainId, NO_DOMAIN};
 
 use crate::{
     audit::refuse_fs_object,
@@ -93,7 +93,7 @@ pub fn task_to_inode(ctx: LsmContext) -> i32 {
 /// The verdict for a task of domain `actor` asking `mask` on `inode`, as far as this module
 /// is concerned: `None` when it has nothing against it.
 #[inline(always)]
-pub fn check(actor: DomainId, inode: *mut c_void, mask: u32) -> Option<i32> {
+pub fn check(hook: u32, actor: DomainId, inode: *mut c_void, mask: u32) -> Option<i32> {
     let writes = mask & (MAY_WRITE | MAY_APPEND) != 0;
     let (magic, _) = inode_fs(inode);
     let owner = if magic == PROC_SUPER_MAGIC {
@@ -108,14 +108,7 @@ pub fn check(actor: DomainId, inode: *mut c_void, mask: u32) -> Option<i32> {
     } else {
         return None;
     };
-    Some(refuse_fs_object(
-        hook::INODE_PERMISSION,
-        mask,
-        actor,
-        inode,
-        magic,
-        owner,
-    ))
+    Some(refuse_fs_object(hook, mask, actor, inode, magic, owner))
 }
 
 /// Whose a procfs inode is.

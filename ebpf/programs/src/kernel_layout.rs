@@ -17,10 +17,10 @@ use core::ffi::c_void;
 use aya_ebpf::helpers::bpf_probe_read_kernel;
 use bulkhead_common::{
     DENTRY_D_INODE_PLACEHOLDER, DENTRY_D_NAME_PLACEHOLDER, DENTRY_D_PARENT_PLACEHOLDER,
-    FILE_INODE_PLACEHOLDER, FOWN_FILE_BACK_POINTER, FOWN_FILE_EMBEDDED, INODE_MODE_PLACEHOLDER,
-    INODE_RDEV_PLACEHOLDER, INODE_SB_PLACEHOLDER, PATH_DENTRY_PLACEHOLDER, SB_DEV_PLACEHOLDER,
-    SB_MAGIC_PLACEHOLDER, SOCKET_SK_PLACEHOLDER, UNIX_SOCK_PATH_DENTRY_PLACEHOLDER,
-    UNIX_SOCK_PEER_PLACEHOLDER,
+    FILE_F_MODE_PLACEHOLDER, FILE_INODE_PLACEHOLDER, FOWN_FILE_BACK_POINTER, FOWN_FILE_EMBEDDED,
+    INODE_MODE_PLACEHOLDER, INODE_RDEV_PLACEHOLDER, INODE_SB_PLACEHOLDER, PATH_DENTRY_PLACEHOLDER,
+    SB_DEV_PLACEHOLDER, SB_MAGIC_PLACEHOLDER, SOCKET_SK_PLACEHOLDER,
+    UNIX_SOCK_PATH_DENTRY_PLACEHOLDER, UNIX_SOCK_PEER_PLACEHOLDER,
 };
 
 /// The pointer field at placeholder offset `PLACEHOLDER` of the BTF object at `base`.
@@ -92,6 +92,12 @@ pub fn inode_mode(inode: *const c_void) -> u16 {
 #[inline(always)]
 pub fn file_inode(file: *const c_void) -> *mut c_void {
     pointer_field::<FILE_INODE_PLACEHOLDER>(file)
+}
+
+/// `file->f_mode`: how the file is open (`FMODE_READ`, `FMODE_WRITE`, ...).
+#[inline(always)]
+pub fn file_mode(file: *const c_void) -> u32 {
+    scalar_field::<u32, FILE_F_MODE_PLACEHOLDER>(file)
 }
 
 /// `inode->i_rdev`: the device a device file stands for (the kernel's `dev_t`).
