@@ -68,6 +68,28 @@ pub fn add(suite: &mut Suite<'_>) {
         note("new files matching a glob, reader outside", &counts);
         read_several(&counts)
     });
+    suite.add(
+        "race:new-symlink-at-glob-match-never-followed-in-domain",
+        || {
+            let counts = symlink_while_reading(true)?;
+            note(
+                "new symlinks matching a glob to unprotected files, reader in a domain",
+                &counts,
+            );
+            never_read(&counts)
+        },
+    );
+    suite.add(
+        "control-outside:race-new-symlink-at-glob-match-followed",
+        || {
+            let counts = symlink_while_reading(false)?;
+            note(
+                "new symlinks matching a glob to unprotected files, reader outside",
+                &counts,
+            );
+            read_several(&counts)
+        },
+    );
     suite.add("race:directory-appears-later-never-read-in-domain", || {
         let counts = nest_while_reading(true)?;
         note(
@@ -128,6 +150,39 @@ fn create_while_reading(sealed: bool) -> Result<Counts, String> {
         let _ = std::fs::remove_file(path(generation));
     }
     created.map_err(|err| format!("creating in {GLOB_DIR}: {err}"))?;
+    counts
+}
+
+/// An administrator makes 200 symlinks matching `glob/*.pem`, each to a new file in an
+/// unprotected directory, while a task reads every `*.pem` it can list there (following the
+/// links).
+fn symlink_while_reading(sealed: bool) -> Result<Counts, String> {
+    let stop = stop_file("symlink");
+    let _ = std::fs::remove_file(&stop);
+    let reader = start(
+        sealed,
+        "race-symlink-reader",
+        &["read-matching-loop", GLOB_DIR, ".pem", &stop],
+    )?;
+    std::thread::sleep(Duration::from_millis(300));
+    let link = |generation: usize| format!("{GLOB_DIR}/link-{generation}.pem");
+    let target = |generation: usize| format!("{STAGING}/target-{generation}");
+    let made = (|| -> std::io::Result<()> {
+        for generation in 0..GENERATIONS {
+            std::fs::write(target(generation), format!("target-{generation}\n"))?;
+            std::os::unix::fs::symlink(target(generation), link(generation))?;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(())
+    })();
+    std::fs::write(&stop, "").map_err(|err| err.to_string())?;
+    let counts = finish(reader);
+    let _ = std::fs::remove_file(&stop);
+    for generation in 0..GENERATIONS {
+        let _ = std::fs::remove_file(link(generation));
+        let _ = std::fs::remove_file(target(generation));
+    }
+    made.map_err(|err| format!("making symlinks in {GLOB_DIR}: {err}"))?;
     counts
 }
 

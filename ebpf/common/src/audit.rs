@@ -73,6 +73,7 @@ pub mod hook {
     pub const INODE_MKDIR: u32 = 48;
     pub const INODE_MKNOD: u32 = 49;
     pub const INODE_SYMLINK: u32 = 50;
+    pub const INODE_FOLLOW_LINK: u32 = 51;
 }
 
 /// The LSM hook name for a [`hook`] id.
@@ -128,6 +129,7 @@ pub fn hook_name(id: u32) -> &'static str {
         hook::INODE_MKDIR => "inode_mkdir",
         hook::INODE_MKNOD => "inode_mknod",
         hook::INODE_SYMLINK => "inode_symlink",
+        hook::INODE_FOLLOW_LINK => "inode_follow_link",
         _ => "unknown",
     }
 }

@@ -234,6 +234,8 @@ hook_args! {
     InodeSymlinkDir => lsm("inode_symlink", ptr("inode")),
     InodeSymlinkDentry => lsm("inode_symlink", ptr("dentry")),
     InodeSymlinkVerdict => lsm("inode_symlink", VERDICT),
+    InodeFollowLinkInode => lsm("inode_follow_link", ptr("inode")),
+    InodeFollowLinkVerdict => lsm("inode_follow_link", VERDICT),
     InodeUnlinkDir => lsm("inode_unlink", ptr("inode")),
     InodeUnlinkDentry => lsm("inode_unlink", ptr("dentry")),
     InodeUnlinkVerdict => lsm("inode_unlink", VERDICT),

@@ -248,6 +248,7 @@ pub const LSM_PROGRAMS: &[(&str, &str)] = &[
     ("inode_mkdir", "inode_mkdir"),
     ("inode_mknod", "inode_mknod"),
     ("inode_symlink", "inode_symlink"),
+    ("inode_follow_link", "inode_follow_link"),
     ("inode_unlink", "inode_unlink"),
     ("inode_rmdir", "inode_rmdir"),
     ("inode_rename", "inode_rename"),

@@ -162,3 +162,20 @@ pub fn inode_symlink(ctx: LsmContext) -> i32 {
         true,
     )
 }
+
+/// A symlink at a protected name is protected like any inode there, and following it is a way
+/// to reach what it names: an administrator's new symlink at a protected name may point to a
+/// file no scan has marked yet. Reading the link itself (`readlink`) is `inode_readlink`'s;
+/// the name it holds is not the protected contents.
+#[lsm(hook = "inode_follow_link")]
+pub fn inode_follow_link(ctx: LsmContext) -> i32 {
+    let domain = match restricted_actor(verdict!(ctx, InodeFollowLinkVerdict)) {
+        Ok(domain) => domain,
+        Err(verdict) => return verdict,
+    };
+    let link = hook_arg!(ctx, InodeFollowLinkInode) as *mut c_void;
+    if is_protected(link) {
+        return refuse_inode(hook::INODE_FOLLOW_LINK, 0, domain, link);
+    }
+    0
+}
