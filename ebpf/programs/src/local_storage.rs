@@ -86,9 +86,15 @@ fn store_domain(
     if value.is_null() {
         return false;
     }
-    // The entry may have existed (a procfs inode is labelled again at every lookup).
+    // The entry may have existed (a procfs inode is labelled again at every lookup, mostly with
+    // the domain it already has): writing only a changed value keeps the cache line of a hot
+    // inode shared between the cores that walk it.
     // SAFETY: non-null map value pointer of type DomainId.
-    unsafe { *value = domain };
+    unsafe {
+        if *value != domain {
+            *value = domain;
+        }
+    }
     true
 }
 
