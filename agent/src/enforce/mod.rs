@@ -132,6 +132,8 @@ impl Enforcement {
         pins.prepare()?;
         map_compat::check_pinned(object.bytes(), pins)?;
         let adopted = pins.has_pinned_maps();
+        let owner_records_uncounted = pins.map(bulkhead_common::FILE_OWNER_MAP).exists()
+            && !pins.map(bulkhead_common::FILE_OWNER_COUNT_MAP).exists();
         let previous = pins.generations()?;
         let mut loader = EbpfLoader::new();
         for name in PINNED_MAPS {
@@ -203,6 +205,9 @@ impl Enforcement {
         };
 
         allow_devices(&mut ebpf, &config.devices.allow)?;
+        if owner_records_uncounted {
+            count_adopted_file_owners(&mut ebpf)?;
+        }
 
         let generation = pins.new_generation()?;
         let hooks = match attach_and_pin(&mut ebpf, &btf, &generation) {
@@ -250,6 +255,27 @@ fn guard_existing_dirs(ebpf: &mut Ebpf, patterns: &[String]) -> anyhow::Result<G
         "directories on the protected paths guarded"
     );
     Ok(guarded)
+}
+
+/// FILE_OWNER records adopted without their count (pins left by an agent whose programs are
+/// gone, with the count's pin removed): a count of zero would make the programs skip deleting
+/// a freed file's record, and a later file at the same address would inherit it. The count is
+/// only ever an upper bound, so it starts far above any number of records (the map holds
+/// FILE_OWNER_MAP_ENTRIES), which costs one hash delete per freed file until the next
+/// first start.
+fn count_adopted_file_owners(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    let map = ebpf
+        .map_mut(bulkhead_common::FILE_OWNER_COUNT_MAP)
+        .ok_or_else(|| anyhow!("map FILE_OWNER_COUNT missing from the eBPF object"))?;
+    let mut count: aya::maps::Array<_, u64> =
+        aya::maps::Array::try_from(map).context("map FILE_OWNER_COUNT has an unexpected type")?;
+    count
+        .set(0, u64::MAX / 2, 0)
+        .context("raising the adopted FILE_OWNER records' count")?;
+    tracing::warn!(
+        "FILE_OWNER was pinned without its count; file frees now always look for a record to delete"
+    );
+    Ok(())
 }
 
 /// Fills DEVICE_ALLOWED with the built-in harmless devices and `[devices] allow`, before any
