@@ -41,7 +41,6 @@ pub fn main(args: &[String]) -> i32 {
         ["seal-multithreaded"] => seal_multithreaded(),
         ["reseal"] => reseal(),
         ["file", op, args @ ..] => report(file_access::attempt(op, args)),
-        ["poll-denied", path, timeout_ms] => poll_denied(path, timeout_ms),
         ["signal", op, pid] => report(signal_access::attempt(op, pid.parse().expect("pid"))),
         ["same-domain-signal", op] => same_domain_signal(op),
         ["sigio-target"] => {
@@ -542,32 +541,6 @@ fn reseal() -> i32 {
         other => {
             eprintln!("after the refused re-seal: domain {other:?}, expected {before}");
             EXIT_WRONG
-        }
-    }
-}
-
-/// Reads `path` every few milliseconds until the read is refused; prints how long that took.
-/// For a protected file an administrator has just replaced (new inode, not yet marked).
-fn poll_denied(path: &str, timeout_ms: &str) -> i32 {
-    let timeout = std::time::Duration::from_millis(timeout_ms.parse().expect("milliseconds"));
-    let start = std::time::Instant::now();
-    loop {
-        match file_access::attempt("read", &[path]) {
-            Outcome::Denied => {
-                println!("{}", start.elapsed().as_millis());
-                return EXIT_OK;
-            }
-            Outcome::Allowed if start.elapsed() < timeout => {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            Outcome::Allowed => {
-                eprintln!("{path} still readable after {timeout:?}");
-                return EXIT_WRONG;
-            }
-            Outcome::Error(err) => {
-                eprintln!("{err}");
-                return report(Outcome::Error(err));
-            }
         }
     }
 }
