@@ -28,7 +28,20 @@ pub struct BrokerSection {
     pub allowed_uids: Vec<u32>,
     pub in_domain_mint: bool,
     pub local_issuing: bool,
+    pub sub_format: SubFormat,
     pub workload: WorkloadIssuer,
+}
+
+/// What a task identity (`sub`) must look like, from a workload token or a local registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubFormat {
+    /// A UUID in the canonical lowercase hyphenated form: Airflow's Execution API names a task
+    /// instance by its UUID and compares the token's `sub` with it as text, so any other
+    /// spelling would give tokens it refuses.
+    Uuid,
+    /// Any 1 to 256 printable ASCII characters, for runners other than Airflow.
+    Any,
 }
 
 /// Where the signing keys come from.
@@ -64,6 +77,11 @@ pub struct WorkloadIssuer {
     /// The `iss` workload tokens must carry, when set.
     #[serde(default)]
     pub issuer: Option<String>,
+    /// The algorithm of `jwks_file` keys that name none (Airflow's `[api_auth] jwt_algorithm`,
+    /// when it is not `GUESS`). Unset: RS256 for RSA keys, EdDSA for Ed25519, as Airflow
+    /// guesses.
+    #[serde(default)]
+    pub algorithm: Option<SigningAlgorithm>,
 }
 
 impl WorkloadIssuer {
@@ -97,6 +115,8 @@ struct RawBrokerSection {
     in_domain_mint: bool,
     #[serde(default)]
     local_issuing: bool,
+    #[serde(default = "default_sub_format")]
+    sub_format: SubFormat,
     #[serde(default)]
     workload: WorkloadIssuer,
 }
@@ -118,6 +138,9 @@ fn default_lifetime() -> u64 {
 }
 fn default_publish_lead() -> u64 {
     DEFAULT_PUBLISH_LEAD_SECS
+}
+fn default_sub_format() -> SubFormat {
+    SubFormat::Uuid
 }
 fn default_allowed_uids() -> Vec<u32> {
     vec![0]
@@ -186,6 +209,23 @@ impl TryFrom<RawBrokerSection> for BrokerSection {
                     .to_owned(),
             );
         }
+        match raw.workload.algorithm {
+            Some(_) if raw.workload.jwks_file.is_none() => {
+                return Err(
+                    "workload.algorithm names the algorithm of jwks_file keys without \"alg\"; \
+                     set jwks_file, or remove it (a secret_file is always HS512)"
+                        .to_owned(),
+                );
+            }
+            Some(SigningAlgorithm::HS512) => {
+                return Err(
+                    "workload.algorithm: a JWKS holds public keys (EdDSA, RS256 or RS512); for \
+                     Airflow's HS512 jwt_secret set secret_file instead"
+                        .to_owned(),
+                );
+            }
+            _ => {}
+        }
         if raw.enabled && !raw.local_issuing && !raw.workload.is_configured() {
             return Err(
                 "an enabled broker needs a way to register tasks: set [broker.workload] jwks_file \
@@ -204,6 +244,7 @@ impl TryFrom<RawBrokerSection> for BrokerSection {
             allowed_uids: raw.allowed_uids,
             in_domain_mint: raw.in_domain_mint,
             local_issuing: raw.local_issuing,
+            sub_format: raw.sub_format,
             workload: raw.workload,
         })
     }

@@ -20,7 +20,7 @@ use jsonwebtoken::jwk::JwkSet;
 
 use super::{
     claims::Scope,
-    config::BrokerSection,
+    config::{BrokerSection, SubFormat},
     ledger::{RevokeReason, TokenStanding},
     mint::{MintError, Minter},
     owners::{Owner, Owners},
@@ -89,6 +89,7 @@ pub struct Settings {
     pub allowed_uids: Vec<u32>,
     pub in_domain_mint: bool,
     pub local_issuing: bool,
+    pub sub_format: SubFormat,
     /// How long a registration made for `bulkhead exec` waits for its process.
     pub registration_ttl: Duration,
 }
@@ -102,6 +103,7 @@ impl Settings {
             allowed_uids: config.allowed_uids.clone(),
             in_domain_mint: config.in_domain_mint,
             local_issuing: config.local_issuing,
+            sub_format: config.sub_format,
             registration_ttl: REGISTRATION_TTL,
         }
     }
@@ -321,7 +323,7 @@ impl Broker {
                 ));
             }
         };
-        validate_sub(&sub)?;
+        validate_sub(&sub, self.settings.sub_format)?;
         Ok(sub)
     }
 
@@ -630,12 +632,24 @@ impl Broker {
     }
 }
 
-fn validate_sub(sub: &str) -> Result<(), BrokerError> {
+fn validate_sub(sub: &str, format: SubFormat) -> Result<(), BrokerError> {
     let printable = sub.chars().all(|c| c.is_ascii_graphic());
     if sub.is_empty() || sub.len() > MAX_SUB_LEN || !printable {
         return Err(BrokerError::BadRequest(format!(
             "a task identity (sub) is 1 to {MAX_SUB_LEN} printable ASCII characters"
         )));
     }
+    if format == SubFormat::Uuid && !is_canonical_uuid(sub) {
+        return Err(BrokerError::BadRequest(
+            "a task identity (sub) on this node is a task instance UUID in lowercase hyphenated \
+             form, as Airflow writes it ([broker] sub_format = \"uuid\")"
+                .into(),
+        ));
+    }
     Ok(())
+}
+
+/// The one spelling Airflow gives a UUID (`str(uuid.UUID)`).
+fn is_canonical_uuid(text: &str) -> bool {
+    uuid::Uuid::try_parse(text).is_ok_and(|id| id.hyphenated().to_string() == text)
 }

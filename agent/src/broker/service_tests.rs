@@ -20,6 +20,7 @@ use serde_json::json;
 
 use super::{
     claims::{DEFAULT_AUDIENCE, Scope},
+    config::SubFormat,
     mint::{Issued, IssuedRegistry, Minter},
     pending::REGISTRATION_TTL,
     service::{Broker, BrokerError, Settings, now},
@@ -179,6 +180,8 @@ fn settings() -> Settings {
         allowed_uids: vec![nix::unistd::getuid().as_raw()],
         in_domain_mint: false,
         local_issuing: false,
+        // Most tests name tasks "t1"; the shipped default (uuid) has its own tests below.
+        sub_format: SubFormat::Any,
         registration_ttl: REGISTRATION_TTL,
     }
 }
@@ -384,6 +387,46 @@ fn local_issuing_registers_by_sub_where_allowed() {
         .register(&f.me, register_request(None, Some("local-task"), pid))
         .unwrap();
     assert_eq!(registered.sub, "local-task");
+}
+
+#[test]
+fn a_uuid_node_takes_only_canonical_task_instance_ids() {
+    let mut f = fixture_with(Settings {
+        local_issuing: true,
+        sub_format: SubFormat::Uuid,
+        ..settings()
+    });
+    for refused in [
+        "local-task",
+        // Airflow compares the text: another spelling of the same UUID is another task.
+        "0196A1B2-0000-7000-8000-0000000000C0",
+        "0196a1b200007000800000000000c0de",
+        "{0196a1b2-0000-7000-8000-0000000000c0}",
+        "urn:uuid:0196a1b2-0000-7000-8000-0000000000c0",
+    ] {
+        let pid = f.child();
+        let err = f
+            .broker
+            .register(&f.me, register_request(None, Some(refused), pid))
+            .unwrap_err();
+        assert!(err.to_string().contains("sub_format"), "{refused}: {err}");
+    }
+    assert_eq!(f.domains.count(), 0, "a refused registration seals nothing");
+    // The same check on a workload token's sub.
+    let pid = f.child();
+    let token = f.executor.token("not-a-uuid", "workload");
+    let err = f
+        .broker
+        .register(&f.me, register_request(Some(token), None, pid))
+        .unwrap_err();
+    assert!(err.to_string().contains("sub_format"), "{err}");
+    let pid = f.child();
+    let sub = "0196a1b2-0000-7000-8000-0000000000c0";
+    let registered = f
+        .broker
+        .register(&f.me, register_request(None, Some(sub), pid))
+        .unwrap();
+    assert_eq!(registered.sub, sub);
 }
 
 #[test]

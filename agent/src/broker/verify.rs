@@ -74,9 +74,10 @@ pub struct Verifier {
     keys: HashMap<String, TrustedKey>,
     audience: String,
     issuer: Option<String>,
-    /// The key for tokens without a `kid`: only a lone shared secret (Airflow signs with its
-    /// `jwt_secret` without naming a kid).
-    keyless: Option<String>,
+    /// A lone shared secret that every token is checked against, whatever `kid` it names or
+    /// none: Airflow writes no `kid` for its `jwt_secret` before 3.3 and `"not-used"` from 3.3
+    /// on, and with one secret the `kid` chooses nothing.
+    lone_secret: Option<String>,
 }
 
 impl Verifier {
@@ -89,14 +90,16 @@ impl Verifier {
             keys,
             audience,
             issuer,
-            keyless: None,
+            lone_secret: None,
         }
     }
 
-    /// Tokens without a `kid` are checked against `kid`'s key, which must be the only one.
-    pub fn accepting_no_kid_for(mut self, kid: String) -> Self {
+    /// Every token is checked against `kid`'s key, which must be the only one (a shared
+    /// secret), whatever `kid` the token names. The algorithm is still the key's: a token that
+    /// names another is refused before its signature is looked at.
+    pub fn with_lone_secret(mut self, kid: String) -> Self {
         debug_assert!(self.keys.len() == 1 && self.keys.contains_key(&kid));
-        self.keyless = Some(kid);
+        self.lone_secret = Some(kid);
         self
     }
 
@@ -104,11 +107,17 @@ impl Verifier {
     /// currently valid, and of scope `needed`.
     pub fn verify(&self, token: &str, needed: Scope) -> Result<Claims, VerifyError> {
         let (header, algorithm) = judge_header(token)?;
-        let kid = match header.get("kid") {
-            Some(kid) => kid
-                .as_str()
-                .ok_or(VerifyError::Malformed("kid is not a string"))?,
-            None => self.keyless.as_deref().ok_or(VerifyError::NoKid)?,
+        let named = match header.get("kid") {
+            Some(kid) => Some(
+                kid.as_str()
+                    .ok_or(VerifyError::Malformed("kid is not a string"))?,
+            ),
+            None => None,
+        };
+        let kid = match (self.lone_secret.as_deref(), named) {
+            (Some(secret), _) => secret,
+            (None, Some(kid)) => kid,
+            (None, None) => return Err(VerifyError::NoKid),
         };
         let trusted = self.keys.get(kid).ok_or(VerifyError::UnknownKid)?;
         if trusted.algorithm != algorithm {

@@ -33,7 +33,7 @@ use crate::{
 /// The `kid`s the keyed verifier trusts; short, so the fuzzer finds them.
 pub const SHARED_SECRET_KID: &str = "k1";
 pub const ED25519_KID: &str = "k2";
-/// The issuer the keyed verifier requires (the kid-less one requires none).
+/// The issuer the keyed verifier requires (the lone-secret one requires none).
 pub const ISSUER: &str = "bulkhead-fuzz";
 
 /// Longest verification error accepted: errors are logged, and an error that echoes its input
@@ -47,7 +47,7 @@ struct Keys {
     /// Trusts both keys by kid, requires [`ISSUER`].
     keyed: Verifier,
     /// Trusts the shared secret alone, also without a kid (Airflow's `jwt_secret`), no issuer.
-    kidless: Verifier,
+    lone_secret: Verifier,
 }
 
 fn keys() -> &'static Keys {
@@ -79,18 +79,18 @@ fn keys() -> &'static Keys {
             DEFAULT_AUDIENCE.to_owned(),
             Some(ISSUER.to_owned()),
         );
-        let kidless = Verifier::new(
+        let lone_secret = Verifier::new(
             HashMap::from([(SHARED_SECRET_KID.to_owned(), shared())]),
             DEFAULT_AUDIENCE.to_owned(),
             None,
         )
-        .accepting_no_kid_for(SHARED_SECRET_KID.to_owned());
+        .with_lone_secret(SHARED_SECRET_KID.to_owned());
         Keys {
             shared_secret: EncodingKey::from_secret(&secret),
             ed25519,
             untrusted_secret: EncodingKey::from_secret(&random_secret()),
             keyed,
-            kidless,
+            lone_secret,
         }
     })
 }
@@ -139,9 +139,9 @@ pub fn parse_token(data: &[u8]) -> usize {
         }
     };
     let mut accepted = 0;
-    for (verifier, issuer, kidless) in [
+    for (verifier, issuer, lone_secret) in [
         (&keys.keyed, Some(ISSUER), false),
-        (&keys.kidless, None, true),
+        (&keys.lone_secret, None, true),
     ] {
         for scope in [Scope::Workload, Scope::Execution] {
             match verifier.verify(&token, scope) {
@@ -150,7 +150,7 @@ pub fn parse_token(data: &[u8]) -> usize {
                         origin,
                         header,
                         issuer,
-                        kidless,
+                        lone_secret,
                         scope,
                     };
                     expected.check(&claims);
@@ -179,7 +179,7 @@ struct Expected<'a> {
     origin: Origin,
     header: Option<&'a [u8]>,
     issuer: Option<&'static str>,
-    kidless: bool,
+    lone_secret: bool,
     scope: Scope,
 }
 
@@ -187,7 +187,7 @@ impl Expected<'_> {
     fn check(&self, claims: &Claims) {
         let (signed_by, algorithm) = match self.origin {
             Origin::SharedSecret => (SHARED_SECRET_KID, "HS512"),
-            Origin::Ed25519 if !self.kidless => (ED25519_KID, "EdDSA"),
+            Origin::Ed25519 if !self.lone_secret => (ED25519_KID, "EdDSA"),
             origin => panic!("a token from {origin:?} verified: {claims:?}"),
         };
         let header: serde_json::Map<String, serde_json::Value> =
@@ -199,9 +199,14 @@ impl Expected<'_> {
             "accepted under an algorithm that is not its key's"
         );
         match header.get("kid") {
+            // A lone shared secret is every token's key whatever kid it names (Airflow 3.3
+            // writes "not-used"); the kid must still be a string.
+            Some(kid) if self.lone_secret => {
+                assert!(kid.is_string(), "accepted with a kid that is not a string")
+            }
             Some(kid) => assert_eq!(kid.as_str(), Some(signed_by), "accepted under another kid"),
             None => assert!(
-                self.kidless,
+                self.lone_secret,
                 "a token without kid accepted by a keyed verifier"
             ),
         }
@@ -275,7 +280,7 @@ mod tests {
             origin,
             header: Some(header),
             issuer: Some(ISSUER),
-            kidless: false,
+            lone_secret: false,
             scope: Scope::Execution,
         }
     }
