@@ -45,6 +45,11 @@ pub async fn run(config: NodeConfig, config_path: PathBuf) -> anyhow::Result<()>
     prepare_state_dir(config.agent.state_dir.as_path())?;
     let state_db = Arc::new(StateDb::open(config.agent.state_dir.as_path())?);
     let audit_log = Arc::new(AuditLog::open(config.audit.log_path.as_path())?);
+    // The broker's keys and issuer before the kernel and the socket: a bad key file or JWKS
+    // stops the agent with nothing changed.
+    let prepared_broker =
+        broker::runtime::prepare(&config.broker, config.agent.state_dir.as_path())
+            .context("starting the token broker")?;
 
     let pins = PinDir::new(config.agent.pin_dir.as_path());
     let (mut enforcement, mut maps) = Enforcement::load(&pins, &config)?;
@@ -125,8 +130,7 @@ pub async fn run(config: NodeConfig, config_path: PathBuf) -> anyhow::Result<()>
         .context("reading the live domains from the state database")?,
     );
     let state_dir = config.agent.state_dir.as_path();
-    let broker = broker::runtime::start(&config.broker, state_dir, state_db, domains.clone())
-        .context("starting the token broker")?;
+    let broker = prepared_broker.map(|prepared| prepared.start(state_db, domains.clone()));
     if let Some(broker) = &broker {
         // Before the domain-end reader starts: its first reconcile may end domains at once.
         broker::runtime::spawn_upkeep(broker.clone(), &domains, &config.broker, state_dir);

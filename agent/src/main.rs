@@ -175,6 +175,14 @@ fn main() -> ExitCode {
         Command::Run { config } => run_agent(&config),
         Command::CheckConfig { config } => match NodeConfig::load(&config) {
             Ok(config) => {
+                let files = bulkhead::broker::runtime::check(
+                    &config.broker,
+                    config.agent.state_dir.as_path(),
+                );
+                if let Err(err) = files {
+                    eprintln!("bulkhead: {err:#}");
+                    return ExitCode::from(2);
+                }
                 println!("{config:#?}");
                 ExitCode::SUCCESS
             }

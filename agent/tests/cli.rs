@@ -126,3 +126,58 @@ fn keys_show_refuses_a_readable_key_file_with_the_fix() {
         "{stderr}"
     );
 }
+
+/// The broker's files are read by `check-config` as the agent reads them, so a key set the
+/// agent would stop on is refused here, naming the key and the fix, before any deployment.
+#[test]
+fn check_config_reads_the_workload_jwks_like_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("workload-jwks.json");
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nstate_dir = {:?}\n[broker]\nenabled = true\n[broker.workload]\n\
+             jwks_file = {:?}\n",
+            dir.path().join("state").display().to_string(),
+            jwks.display().to_string()
+        ),
+    )
+    .unwrap();
+    let check = || {
+        bulkhead()
+            .arg("check-config")
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    // As Airflow writes it: no "alg" (Ed25519, RFC 8037's example key), a kid of its own.
+    std::fs::write(
+        &jwks,
+        r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"airflow-kid",
+            "x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#,
+    )
+    .unwrap();
+    let output = check();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // A P-256 key: no algorithm the broker verifies.
+    std::fs::write(
+        &jwks,
+        r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"ec-kid",
+            "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+            "y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#,
+    )
+    .unwrap();
+    let output = check();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("ec-kid") && stderr.contains("neither an RSA nor an Ed25519"),
+        "{stderr}"
+    );
+}

@@ -39,17 +39,23 @@ pub fn schedule(config: &BrokerSection) -> Schedule {
     }
 }
 
-/// Builds the broker from the node config, or `None` when it is disabled. Everything is read
-/// and checked before anything is served: keys, the workload issuer.
-pub fn start(
-    config: &BrokerSection,
-    state_dir: &Path,
-    ledger: Arc<StateDb>,
-    domains: Arc<Domains>,
-) -> anyhow::Result<Option<Arc<Broker>>> {
+/// Everything the broker reads from the node config and its files (signing keys, the
+/// workload issuer's keys), read and checked before the agent touches the kernel or binds its
+/// socket: a broker that cannot start must stop the agent while nothing has changed, not after
+/// supervisors were told it is serving.
+pub struct PreparedBroker {
+    settings: Settings,
+    keyring: Keyring,
+    workload: Option<super::verify::Verifier>,
+}
+
+/// Reads the broker's keys and issuer, or `None` when the broker is disabled.
+pub fn prepare(config: &BrokerSection, state_dir: &Path) -> anyhow::Result<Option<PreparedBroker>> {
     if !config.enabled {
         return Ok(None);
     }
+    let workload =
+        issuer::workload_verifier(config).context("reading the workload token issuer")?;
     let keyring = match config.key_dir(state_dir) {
         Some(dir) => {
             ensure_first_key(&dir, config.algorithm)?;
@@ -60,25 +66,47 @@ pub fn start(
             KeySource::Dir(_) => unreachable!("key_dir is None only for keys from the environment"),
         },
     };
-    let workload =
-        issuer::workload_verifier(config).context("reading the workload token issuer")?;
-    let broker = Broker::new(
-        Settings::from_config(config),
+    Ok(Some(PreparedBroker {
+        settings: Settings::from_config(config),
         keyring,
         workload,
-        ledger,
-        domains,
-    );
-    tracing::info!(
-        algorithm = ?config.algorithm,
-        signing_kid = %broker.signing_kid(),
-        audience = %config.audience,
-        lifetime_secs = config.token_lifetime.as_secs(),
-        local_issuing = config.local_issuing,
-        in_domain_mint = config.in_domain_mint,
-        "token broker ready"
-    );
-    Ok(Some(Arc::new(broker)))
+    }))
+}
+
+/// What `bulkhead check-config` can tell without changing anything: the workload issuer's
+/// keys and the signing keys read as the agent will read them. A key directory that does not
+/// exist yet is fine for an asymmetric algorithm (the agent makes the first key).
+pub fn check(config: &BrokerSection, state_dir: &Path) -> anyhow::Result<()> {
+    if !config.enabled {
+        return Ok(());
+    }
+    issuer::workload_verifier(config).context("reading the workload token issuer")?;
+    match config.key_dir(state_dir) {
+        Some(dir) if dir.exists() && !keyring::list_dir(&dir)?.is_empty() => {
+            keyring::load_dir(&dir, config.algorithm, now(), schedule(config))?;
+        }
+        Some(dir) if config.algorithm.is_symmetric() => return Err(no_shared_secret(&dir)),
+        Some(_) => {}
+        None => match &config.keys {
+            KeySource::Env(name) => drop(Keyring::from_env(name, config.algorithm)?),
+            KeySource::Dir(_) => unreachable!("key_dir is None only for keys from the environment"),
+        },
+    }
+    Ok(())
+}
+
+impl PreparedBroker {
+    /// The broker, serving the domains the agent restored.
+    pub fn start(self, ledger: Arc<StateDb>, domains: Arc<Domains>) -> Arc<Broker> {
+        let lifetime_secs = self.settings.lifetime.as_secs();
+        let broker = Broker::new(self.settings, self.keyring, self.workload, ledger, domains);
+        tracing::info!(
+            signing_kid = %broker.signing_kid(),
+            lifetime_secs,
+            "token broker ready"
+        );
+        Arc::new(broker)
+    }
 }
 
 /// On a new node the key directory is created (0700) and, for an asymmetric algorithm, given
@@ -95,19 +123,23 @@ fn ensure_first_key(dir: &Path, algorithm: SigningAlgorithm) -> anyhow::Result<(
         return Ok(());
     }
     if algorithm.is_symmetric() {
-        anyhow::bail!(
-            "the key directory {} holds no key; put the HS512 secret the API server uses in {}/{} \
-             (mode 0600)",
-            dir.display(),
-            dir.display(),
-            rotation::file_name(0)
-        );
+        return Err(no_shared_secret(dir));
     }
     let created = now();
     let material = generate(algorithm, 3072)?;
     write_new(&dir.join(rotation::file_name(created)), material.as_bytes())?;
     tracing::warn!(dir = %dir.display(), ?algorithm, "no signing key yet: generated the node's first key");
     Ok(())
+}
+
+fn no_shared_secret(dir: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the key directory {} holds no key; put the HS512 secret the API server uses in {}/{} \
+         (mode 0600)",
+        dir.display(),
+        dir.display(),
+        rotation::file_name(0)
+    )
 }
 
 /// Spawns the upkeep tasks. Call before the domain-end reader starts, so no end is missed.

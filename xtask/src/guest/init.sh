@@ -35,7 +35,9 @@ fi
 BULKHEAD_AGENT_MARKER=agent-env bulkhead run --config /etc/bulkhead/node.toml >/tmp/agent.log 2>&1 &
 agent=$!
 tries=0
-until [ -S /run/bulkhead/bulkhead.sock ]; do
+# Ready means answering on its socket, not a socket file: the file exists from bind() on, and
+# an agent that stops after it must fail the job, never run it against a dead agent.
+until bulkhead status >/dev/null 2>&1; do
     tries=$((tries + 1))
     if ! kill -0 "$agent" 2>/dev/null || [ "$tries" -gt 600 ]; then
         echo "BULKHEAD-GUEST agent-failed"
