@@ -59,19 +59,19 @@ pub fn host_tests() -> anyhow::Result<Tally> {
         &["test", "--workspace", "--exclude", "bulkhead-ebpf"],
         &[("BULKHEAD_REQUIRE_MATRIX_BTF", std::ffi::OsStr::new("1"))],
     )?;
-    // The tests that need tools from outside (PyJWT), with those tools supplied.
-    let python = crate::setup::pyjwt_python();
+    // The tests that need tools from outside (Airflow), with those tools supplied.
+    let python = crate::setup::airflow_python();
     let interop = cargo_test(
         &[
             "test",
             "-p",
             "bulkhead",
             "--test",
-            "pyjwt_interop",
+            "airflow_interop",
             "--",
             "--ignored",
         ],
-        &[("BULKHEAD_PYJWT_PYTHON", python.as_os_str())],
+        &[("BULKHEAD_AIRFLOW_PYTHON", python.as_os_str())],
     )?;
     Ok(all.plus(&interop))
 }

@@ -19,15 +19,20 @@ const APT_PACKAGES: &[&str] = &[
     "cpio",
     // aws-lc-sys (the JWT crypto) compiles AWS-LC's C sources with the system C compiler.
     "gcc",
-    // The interop test validates broker tokens with PyJWT, installed from PyPI into a venv.
+    // The interop tests run Airflow's own token code, installed from PyPI into a venv.
     "python3-venv",
     // The kernel matrix: its BTF is read out of each image (xz-compressed on Debian).
     "xz-utils",
     // libfuzzer-sys compiles libFuzzer's C++ sources (`cargo xtask fuzz`).
     "g++",
 ];
-/// What the interop test installs from PyPI (PyJWT as Airflow uses it, with its crypto backend).
-const PYJWT_REQUIREMENTS: &[&str] = &["PyJWT[crypto]>=2.8,<3"];
+/// The Airflow the interop tests run, from PyPI; every other package is pinned by the
+/// constraints file, so each run installs the same set.
+const AIRFLOW_REQUIREMENTS: &[&str] = &[
+    "apache-airflow-core==3.3.2",
+    "apache-airflow-task-sdk==1.3.2",
+];
+const AIRFLOW_CONSTRAINTS: &str = "tests/interop/airflow-constraints.txt";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
@@ -45,7 +50,7 @@ pub fn cache_dir() -> PathBuf {
 /// Everything, with the kernels of `suites` (the whole matrix for `cargo xtask setup`).
 pub fn setup(suites: &[Suite]) -> anyhow::Result<Vec<Kernel>> {
     build_prerequisites()?;
-    step("PyJWT for the interop test", pyjwt)?;
+    step("Airflow for the interop tests", airflow_venv)?;
     step("VM kernels", || kernels::fetch(suites))
 }
 
@@ -76,37 +81,53 @@ pub fn cargo_fuzz() -> anyhow::Result<()> {
     })
 }
 
-/// The Python that has PyJWT: a venv under the cache directory, made once.
-pub fn pyjwt_python() -> PathBuf {
-    cache_dir().join("pyjwt-venv/bin/python")
+/// The Airflow venv's Python, under the cache directory.
+pub fn airflow_python() -> PathBuf {
+    airflow_venv_dir().join("bin/python")
 }
 
-fn pyjwt() -> anyhow::Result<()> {
-    let python = pyjwt_python();
-    let ready = Command::new(&python)
-        .args(["-c", "import jwt, cryptography"])
+fn airflow_venv_dir() -> PathBuf {
+    cache_dir().join("airflow-venv")
+}
+
+/// Made once per constraints file: the venv keeps a copy of the file it was built from, and a
+/// different one (new versions) rebuilds it.
+fn airflow_venv() -> anyhow::Result<()> {
+    let venv = airflow_venv_dir();
+    let constraints = crate::artifacts::workspace_root().join(AIRFLOW_CONSTRAINTS);
+    let wanted = std::fs::read(&constraints)
+        .with_context(|| format!("reading {}", constraints.display()))?;
+    let stamp = venv.join("bulkhead-constraints.txt");
+    let importable = Command::new(airflow_python())
+        .args(["-c", "import airflow.sdk, airflow.api_fastapi.auth.tokens"])
+        .env(
+            "AIRFLOW_HOME",
+            std::env::temp_dir().join("bulkhead-airflow-probe"),
+        )
         .output()
         .is_ok_and(|output| output.status.success());
-    if ready {
+    if importable && std::fs::read(&stamp).is_ok_and(|built| built == wanted) {
         eprintln!("  present");
         return Ok(());
     }
-    let venv = cache_dir().join("pyjwt-venv");
     let _ = std::fs::remove_dir_all(&venv);
     run(Command::new("/usr/bin/python3")
         .args(["-m", "venv"])
         .arg(&venv))
-    .context("creating the PyJWT venv (is python3-venv installed?)")?;
-    run(Command::new(&python)
+    .context("creating the Airflow venv (is python3-venv installed?)")?;
+    run(Command::new(airflow_python())
         .args([
             "-m",
             "pip",
             "install",
             "--quiet",
             "--disable-pip-version-check",
+            "--constraint",
         ])
-        .args(PYJWT_REQUIREMENTS))
-    .context("installing PyJWT from PyPI")
+        .arg(&constraints)
+        .args(AIRFLOW_REQUIREMENTS))
+    .context("installing Airflow from PyPI")?;
+    std::fs::write(&stamp, wanted).context("recording the venv's constraints")
 }
 
 fn step<T>(name: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
