@@ -188,51 +188,47 @@ pub fn received(socket: i32) -> Outcome {
 
 /// Reads one event from the fanotify group `group` and the file its descriptor opens.
 pub fn fanotify_event(group: i32) -> Outcome {
-    let mut buf = [0u8; 4096];
-    // SAFETY: a buffer of the stated length.
-    let n = unsafe { libc::read(group, buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        return refused_or("reading the fanotify event", last_error());
+    match event_descriptor(group) {
+        Ok(fd) => read_whole(fd),
+        Err(outcome) => outcome,
     }
-    if (n as usize) < std::mem::size_of::<libc::fanotify_event_metadata>() {
-        return Outcome::Error(format!("fanotify read {n} bytes"));
-    }
-    // SAFETY: the buffer holds at least one event's metadata.
-    let event: libc::fanotify_event_metadata =
-        unsafe { std::ptr::read_unaligned(buf.as_ptr().cast()) };
-    if event.fd < 0 {
-        return Outcome::Error(format!(
-            "fanotify event without a descriptor ({})",
-            event.fd
-        ));
-    }
-    read_whole(event.fd)
 }
 
 /// Reads one event from the fanotify group `group`: `Allowed` when the kernel opened the file
 /// for it (the descriptor is closed unread), `Denied` when the open was refused.
 pub fn fanotify_event_opened(group: i32) -> Outcome {
+    match event_descriptor(group) {
+        Ok(fd) => {
+            // SAFETY: the descriptor is ours.
+            drop(unsafe { File::from_raw_fd(fd) });
+            Outcome::Allowed
+        }
+        Err(outcome) => outcome,
+    }
+}
+
+/// The descriptor the kernel opened for the next event of `group`, or the outcome of the read
+/// (`Denied` when the kernel refused to open the file for the listener).
+fn event_descriptor(group: i32) -> Result<i32, Outcome> {
     let mut buf = [0u8; 4096];
     // SAFETY: a buffer of the stated length.
     let n = unsafe { libc::read(group, buf.as_mut_ptr().cast(), buf.len()) };
     if n < 0 {
-        return refused_or("reading the fanotify event", last_error());
+        return Err(refused_or("reading the fanotify event", last_error()));
     }
     if (n as usize) < std::mem::size_of::<libc::fanotify_event_metadata>() {
-        return Outcome::Error(format!("fanotify read {n} bytes"));
+        return Err(Outcome::Error(format!("fanotify read {n} bytes")));
     }
     // SAFETY: the buffer holds at least one event's metadata.
     let event: libc::fanotify_event_metadata =
         unsafe { std::ptr::read_unaligned(buf.as_ptr().cast()) };
     if event.fd < 0 {
-        return Outcome::Error(format!(
+        return Err(Outcome::Error(format!(
             "fanotify event without a descriptor ({})",
             event.fd
-        ));
+        )));
     }
-    // SAFETY: the descriptor is ours.
-    drop(unsafe { File::from_raw_fd(event.fd) });
-    Outcome::Allowed
+    Ok(event.fd)
 }
 
 fn read_whole(fd: i32) -> Outcome {

@@ -127,62 +127,68 @@ fn read_several(counts: &Counts) -> Result<(), String> {
 /// An administrator makes 200 new files matching `glob/*.pem` while a task reads every
 /// `*.pem` it can list there.
 fn create_while_reading(sealed: bool) -> Result<Counts, String> {
-    let stop = stop_file("glob");
-    let _ = std::fs::remove_file(&stop);
-    let reader = start(
-        sealed,
-        "race-glob-reader",
-        &["read-matching-loop", GLOB_DIR, ".pem", &stop],
-    )?;
-    std::thread::sleep(Duration::from_millis(300));
     let path = |generation: usize| format!("{GLOB_DIR}/new-{generation}.pem");
-    let created = (|| -> std::io::Result<()> {
-        for generation in 0..GENERATIONS {
-            std::fs::write(path(generation), format!("new-{generation}\n"))?;
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        Ok(())
-    })();
-    std::fs::write(&stop, "").map_err(|err| err.to_string())?;
-    let counts = finish(reader);
-    let _ = std::fs::remove_file(&stop);
-    for generation in 0..GENERATIONS {
-        let _ = std::fs::remove_file(path(generation));
-    }
-    created.map_err(|err| format!("creating in {GLOB_DIR}: {err}"))?;
-    counts
+    make_glob_matches_while_reading(
+        sealed,
+        "glob",
+        |generation| std::fs::write(path(generation), format!("new-{generation}\n")),
+        |generation| {
+            let _ = std::fs::remove_file(path(generation));
+        },
+        &format!("creating in {GLOB_DIR}"),
+    )
 }
 
 /// An administrator makes 200 symlinks matching `glob/*.pem`, each to a new file in an
 /// unprotected directory, while a task reads every `*.pem` it can list there (following the
 /// links).
 fn symlink_while_reading(sealed: bool) -> Result<Counts, String> {
-    let stop = stop_file("symlink");
+    let link = |generation: usize| format!("{GLOB_DIR}/link-{generation}.pem");
+    let target = |generation: usize| format!("{STAGING}/target-{generation}");
+    make_glob_matches_while_reading(
+        sealed,
+        "symlink",
+        |generation| {
+            std::fs::write(target(generation), format!("target-{generation}\n"))?;
+            std::os::unix::fs::symlink(target(generation), link(generation))
+        },
+        |generation| {
+            let _ = std::fs::remove_file(link(generation));
+            let _ = std::fs::remove_file(target(generation));
+        },
+        &format!("making symlinks in {GLOB_DIR}"),
+    )
+}
+
+/// Runs `make` for each generation, 2 ms apart, while a reader (in a domain when `sealed`)
+/// reads every `*.pem` it lists in the glob directory; then stops the reader and runs `clean`
+/// for each generation. A failure to make a generation is reported, as `what`, after the
+/// cleanup.
+fn make_glob_matches_while_reading(
+    sealed: bool,
+    name: &str,
+    make: impl Fn(usize) -> std::io::Result<()>,
+    clean: impl Fn(usize),
+    what: &str,
+) -> Result<Counts, String> {
+    let stop = stop_file(name);
     let _ = std::fs::remove_file(&stop);
     let reader = start(
         sealed,
-        "race-symlink-reader",
+        &format!("race-{name}-reader"),
         &["read-matching-loop", GLOB_DIR, ".pem", &stop],
     )?;
     std::thread::sleep(Duration::from_millis(300));
-    let link = |generation: usize| format!("{GLOB_DIR}/link-{generation}.pem");
-    let target = |generation: usize| format!("{STAGING}/target-{generation}");
-    let made = (|| -> std::io::Result<()> {
-        for generation in 0..GENERATIONS {
-            std::fs::write(target(generation), format!("target-{generation}\n"))?;
-            std::os::unix::fs::symlink(target(generation), link(generation))?;
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        Ok(())
-    })();
+    let made = (0..GENERATIONS).try_for_each(|generation| {
+        make(generation)?;
+        std::thread::sleep(Duration::from_millis(2));
+        Ok::<_, std::io::Error>(())
+    });
     std::fs::write(&stop, "").map_err(|err| err.to_string())?;
     let counts = finish(reader);
     let _ = std::fs::remove_file(&stop);
-    for generation in 0..GENERATIONS {
-        let _ = std::fs::remove_file(link(generation));
-        let _ = std::fs::remove_file(target(generation));
-    }
-    made.map_err(|err| format!("making symlinks in {GLOB_DIR}: {err}"))?;
+    (0..GENERATIONS).for_each(&clean);
+    made.map_err(|err| format!("{what}: {err}"))?;
     counts
 }
 
