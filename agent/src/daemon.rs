@@ -50,6 +50,12 @@ pub async fn run(config: NodeConfig, config_path: PathBuf) -> anyhow::Result<()>
     let prepared_broker =
         broker::runtime::prepare(&config.broker, config.agent.state_dir.as_path())
             .context("starting the token broker")?;
+    let jwks_listener = config
+        .broker
+        .jwks_listen
+        .filter(|_| config.broker.enabled)
+        .map(crate::api::jwks_listener::bind)
+        .transpose()?;
 
     let pins = PinDir::new(config.agent.pin_dir.as_path());
     let (mut enforcement, mut maps) = Enforcement::load(&pins, &config)?;
@@ -131,6 +137,20 @@ pub async fn run(config: NodeConfig, config_path: PathBuf) -> anyhow::Result<()>
     );
     let state_dir = config.agent.state_dir.as_path();
     let broker = prepared_broker.map(|prepared| prepared.start(state_db, domains.clone()));
+    if let (Some(broker), Some(listener)) = (&broker, jwks_listener) {
+        let address = listener.local_addr().ok();
+        let published = broker.clone();
+        let published: crate::api::jwks_listener::Published = Arc::new(move || published.jwks());
+        tokio::spawn(async move {
+            if let Err(err) = crate::api::jwks_listener::serve(listener, published).await {
+                tracing::error!(
+                    error = format!("{err:#}"),
+                    "the JWKS listener stopped; API servers fetching this node's keys will fail"
+                );
+            }
+        });
+        tracing::info!(address = ?address, "publishing the broker's JWKS over HTTP");
+    }
     if let Some(broker) = &broker {
         // Before the domain-end reader starts: its first reconcile may end domains at once.
         broker::runtime::spawn_upkeep(broker.clone(), &domains, &config.broker, state_dir);

@@ -444,6 +444,15 @@ impl Domains {
         records
     }
 
+    /// The live domain bound to the task `sub`, if any (one live domain per task).
+    pub fn task_domain(&self, sub: &str) -> Option<DomainId> {
+        self.state()
+            .records
+            .values()
+            .find(|record| record.task.as_ref().is_some_and(|task| task.sub == sub))
+            .map(|record| record.id)
+    }
+
     pub fn count(&self) -> usize {
         self.state().records.len()
     }

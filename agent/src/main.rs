@@ -159,6 +159,19 @@ enum KeysCommand {
         #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
+    /// Print the JWKS of the broker's published keys (next, signing, retired), read from its key
+    /// directory as the agent reads it: what an API server must trust for this node.
+    ExportJwks {
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Combine the JWKS files of a fleet's nodes into one (the file Airflow's
+    /// [api_auth] trusted_jwks_url serves). Refuses keys without kid, private or shared keys,
+    /// and one kid for two different keys.
+    CombineJwks {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -242,6 +255,7 @@ fn token_command(socket: &std::path::Path, command: TokenCommand) -> ExitCode {
                     PATH_TOKENS,
                     &MintRequest {
                         domain: Some(domain),
+                        sub: None,
                     },
                 )
                 .map(|r| as_json(&r)),
@@ -406,6 +420,44 @@ fn keys_command(command: KeysCommand) -> anyhow::Result<()> {
             println!(
                 "{}",
                 serde_json::to_string_pretty(&keys).expect("serializable")
+            );
+            return Ok(());
+        }
+        KeysCommand::ExportJwks { config } => {
+            let config = NodeConfig::load(&config)?;
+            let broker = &config.broker;
+            if broker.algorithm.is_symmetric() {
+                anyhow::bail!(
+                    "an HS512 broker publishes no keys: the API server verifies with the shared \
+                     secret ([api_auth] jwt_secret)"
+                );
+            }
+            let dir = broker
+                .key_dir(config.agent.state_dir.as_path())
+                .ok_or_else(|| anyhow::anyhow!("the broker's key comes from an environment variable (key_env); ask the running agent: bulkhead token jwks"))?;
+            let keyring = bulkhead::keys::keyring::load_dir(
+                &dir,
+                broker.algorithm,
+                bulkhead::broker::service::now(),
+                bulkhead::broker::runtime::schedule(broker),
+            )?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&keyring.jwks()).expect("serializable")
+            );
+            return Ok(());
+        }
+        KeysCommand::CombineJwks { files } => {
+            let mut sets = Vec::new();
+            for file in &files {
+                let bytes = std::fs::read(file)
+                    .map_err(|err| anyhow::anyhow!("reading {}: {err}", file.display()))?;
+                sets.push((file.display().to_string(), bytes));
+            }
+            let combined = bulkhead::keys::fleet_jwks::combine(&sets)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&combined).expect("serializable")
             );
             return Ok(());
         }

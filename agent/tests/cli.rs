@@ -181,3 +181,81 @@ fn check_config_reads_the_workload_jwks_like_the_agent() {
         "{stderr}"
     );
 }
+
+/// A node's published keys, exported from its key directory, and two nodes' sets combined into
+/// the one JWKS an API server trusts; a set carrying private material is refused naming it.
+#[test]
+fn keys_export_and_combine_jwks_for_a_fleet() {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = tempfile::tempdir().unwrap();
+    let export = |node: &str| {
+        let state = dir.path().join(node);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state.join("keys"))
+            .unwrap();
+        let generated = bulkhead()
+            .args(["keys", "generate", "--out"])
+            .arg(state.join("keys/signing-1700000000.key"))
+            .output()
+            .unwrap();
+        assert!(generated.status.success(), "{generated:?}");
+        let made: serde_json::Value = serde_json::from_slice(&generated.stdout).unwrap();
+        let config = state.join("node.toml");
+        std::fs::write(
+            &config,
+            format!("[agent]\nstate_dir = {:?}\n", state.display().to_string()),
+        )
+        .unwrap();
+        let exported = bulkhead()
+            .args(["keys", "export-jwks", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(exported.status.success(), "{exported:?}");
+        let set: serde_json::Value = serde_json::from_slice(&exported.stdout).unwrap();
+        assert_eq!(set["keys"].as_array().unwrap().len(), 1);
+        assert_eq!(set["keys"][0]["kid"], made["kid"]);
+        assert!(set["keys"][0].get("d").is_none(), "private part exported");
+        let file = dir.path().join(format!("{node}.jwks.json"));
+        std::fs::write(&file, &exported.stdout).unwrap();
+        (file, set)
+    };
+    let (first, first_set) = export("node-1");
+    let (second, second_set) = export("node-2");
+    let combined = bulkhead()
+        .args(["keys", "combine-jwks"])
+        .args([&first, &second, &first])
+        .output()
+        .unwrap();
+    assert!(combined.status.success(), "{combined:?}");
+    let set: serde_json::Value = serde_json::from_slice(&combined.stdout).unwrap();
+    let mut kids: Vec<_> = set["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|key| key["kid"].as_str().unwrap().to_owned())
+        .collect();
+    kids.sort();
+    let mut expected = vec![
+        first_set["keys"][0]["kid"].as_str().unwrap().to_owned(),
+        second_set["keys"][0]["kid"].as_str().unwrap().to_owned(),
+    ];
+    expected.sort();
+    assert_eq!(kids, expected);
+    let mut leaked = second_set.clone();
+    leaked["keys"][0]["d"] = serde_json::json!("AAAA");
+    std::fs::write(&second, leaked.to_string()).unwrap();
+    let refused = bulkhead()
+        .args(["keys", "combine-jwks"])
+        .args([&first, &second])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("node-2.jwks.json") && stderr.contains("private member"),
+        "{stderr}"
+    );
+}

@@ -85,6 +85,7 @@ fn supervise_exec_steps(token_file: &str) -> Result<(), String> {
             PATH_TOKENS,
             &MintRequest {
                 domain: Some(domain),
+                sub: None,
             },
         )
         .map_err(|err| format!("mint for the exec'd task's domain: {err}"))?;

@@ -151,6 +151,7 @@ fn supervise_steps(token_file: &str) -> Result<(), String> {
             PATH_TOKENS,
             &MintRequest {
                 domain: Some(domain),
+                sub: None,
             },
         )
         .map_err(|err| format!("mint as owner: {err}"))?;
@@ -249,6 +250,7 @@ pub fn task_checks(sup: &str, domain: &str, addr: &str, tail: &str) -> i32 {
             PATH_TOKENS,
             &MintRequest {
                 domain: domain.parse().ok(),
+                sub: None,
             },
         )),
         "not refused".into(),
@@ -289,6 +291,7 @@ pub fn mint_for(domain: &str) -> i32 {
         PATH_TOKENS,
         &MintRequest {
             domain: domain.parse().ok(),
+            sub: None,
         },
     );
     match result {
@@ -366,6 +369,7 @@ fn bench_rounds(token_file: &str, rounds: usize) -> Result<String, String> {
                     PATH_TOKENS,
                     &MintRequest {
                         domain: Some(domain),
+                        sub: None,
                     },
                 )
                 .map_err(|e| e.to_string())?

@@ -93,6 +93,10 @@ pub fn add(suite: &mut Suite<'_>) {
         "bench:hook-cost-outside-and-inside-domains",
         crate::bench_hooks::hook_cost,
     );
+    suite.add(
+        "broker:jwks-listener-serves-the-sockets-keys-only",
+        jwks_listener,
+    );
     suite.add("broker:execution-token-cannot-register", || {
         let token = workload_token(
             executor_key()?,
@@ -101,6 +105,54 @@ pub fn add(suite: &mut Suite<'_>) {
         )?;
         registration_refused(&token)
     });
+}
+
+/// Where tests/vm/node.toml has the agent publish its JWKS over TCP.
+const JWKS_LISTEN: &str = "127.0.0.1:8765";
+
+/// The JWKS an API server fetches over TCP is the one the local socket gives, and the listener
+/// answers no other route.
+fn jwks_listener() -> Result<(), String> {
+    let over_tcp = |path: &str| -> Result<(String, String), String> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(JWKS_LISTEN)
+            .map_err(|err| format!("{JWKS_LISTEN}: {err}"))?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\r\n"
+        )
+        .map_err(|err| err.to_string())?;
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .map_err(|err| err.to_string())?;
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        Ok((
+            head.lines().next().unwrap_or_default().to_owned(),
+            body.to_owned(),
+        ))
+    };
+    let (status, body) = over_tcp("/.well-known/jwks.json")?;
+    if !status.contains("200") {
+        return Err(format!("JWKS over TCP: {status}"));
+    }
+    let published: serde_json::Value =
+        serde_json::from_str(&body).map_err(|err| err.to_string())?;
+    let local: serde_json::Value = crate::broker_helpers::client()
+        .get(bulkhead::api::wire::PATH_JWKS)
+        .map_err(|err| err.to_string())?;
+    if published != local || published["keys"].as_array().is_none_or(Vec::is_empty) {
+        return Err(format!(
+            "JWKS over TCP {published} differs from the socket's {local}"
+        ));
+    }
+    for path in ["/v1/status", "/v1/tasks", "/v1/domains"] {
+        let (status, _) = over_tcp(path)?;
+        if !status.contains("404") {
+            return Err(format!("{path} over the JWKS listener: {status}"));
+        }
+    }
+    Ok(())
 }
 
 /// A supervisor presenting the workload token in file `token` is refused and seals nothing.

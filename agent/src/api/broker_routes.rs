@@ -104,7 +104,16 @@ pub fn register(state: &AppState, peer: &Peer, body: &[u8]) -> ApiResponse {
 
 pub fn mint(state: &AppState, peer: &Peer, body: &[u8]) -> ApiResponse {
     serve(state, peer, body, "mint", |broker, request: MintRequest| {
-        broker.mint(peer, request.domain)
+        let domain = match (request.domain, request.sub) {
+            (Some(_), Some(_)) => {
+                return Err(BrokerError::BadRequest(
+                    "name the domain or the task (sub), not both".into(),
+                ));
+            }
+            (None, Some(sub)) => Some(broker.supervised_task_domain(peer, &sub)?),
+            (domain, None) => domain,
+        };
+        broker.mint(peer, domain)
     })
 }
 

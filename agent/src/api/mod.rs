@@ -3,5 +3,6 @@
 pub mod broker_routes;
 pub mod client;
 pub mod handlers;
+pub mod jwks_listener;
 pub mod server;
 pub mod wire;

@@ -124,6 +124,10 @@ pub struct RegisterResponse {
 pub struct MintRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<DomainId>,
+    /// The task instead of its domain: for a supervisor that started its task through
+    /// `bulkhead exec --registration` and so never saw the domain id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]

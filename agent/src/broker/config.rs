@@ -11,7 +11,10 @@ use super::claims::DEFAULT_AUDIENCE;
 use crate::{config::AbsolutePath, keys::material::SigningAlgorithm};
 
 pub const DEFAULT_TOKEN_LIFETIME_SECS: u64 = 600;
-pub const DEFAULT_PUBLISH_LEAD_SECS: u64 = 300;
+/// Above Airflow's JWKS cache (`JWKS.refresh_interval_secs`, 3600 s, with no refetch on an
+/// unknown kid) plus the agent's key checks and a margin: an API server that fetched the set
+/// just before a rotation still sees the new key before it signs.
+pub const DEFAULT_PUBLISH_LEAD_SECS: u64 = 3900;
 /// The key directory, relative to the agent's state directory, unless configured.
 pub const DEFAULT_KEY_SUBDIR: &str = "keys";
 
@@ -29,6 +32,8 @@ pub struct BrokerSection {
     pub in_domain_mint: bool,
     pub local_issuing: bool,
     pub sub_format: SubFormat,
+    /// Where to publish the JWKS over HTTP for API servers, if anywhere.
+    pub jwks_listen: Option<std::net::SocketAddr>,
     pub workload: WorkloadIssuer,
 }
 
@@ -117,6 +122,8 @@ struct RawBrokerSection {
     local_issuing: bool,
     #[serde(default = "default_sub_format")]
     sub_format: SubFormat,
+    #[serde(default)]
+    jwks_listen: Option<std::net::SocketAddr>,
     #[serde(default)]
     workload: WorkloadIssuer,
 }
@@ -209,6 +216,13 @@ impl TryFrom<RawBrokerSection> for BrokerSection {
                     .to_owned(),
             );
         }
+        if raw.jwks_listen.is_some() && raw.algorithm == SigningAlgorithm::HS512 {
+            return Err(
+                "jwks_listen: an HS512 broker has no public keys to publish (the API server \
+                 verifies with the shared jwt_secret); remove jwks_listen"
+                    .to_owned(),
+            );
+        }
         match raw.workload.algorithm {
             Some(_) if raw.workload.jwks_file.is_none() => {
                 return Err(
@@ -245,6 +259,7 @@ impl TryFrom<RawBrokerSection> for BrokerSection {
             in_domain_mint: raw.in_domain_mint,
             local_issuing: raw.local_issuing,
             sub_format: raw.sub_format,
+            jwks_listen: raw.jwks_listen,
             workload: raw.workload,
         })
     }

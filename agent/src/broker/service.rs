@@ -444,6 +444,24 @@ impl Broker {
         })
     }
 
+    /// The live domain of task `sub` that `caller` registered. Not yet sealed, ended, or
+    /// another supervisor's all answer the same, so the answer tells a caller nothing about
+    /// tasks that are not its own.
+    pub fn supervised_task_domain(
+        &self,
+        caller: &Peer,
+        sub: &str,
+    ) -> Result<DomainId, BrokerError> {
+        self.domains
+            .task_domain(sub)
+            .filter(|domain| self.owners.is_owner(*domain, caller))
+            .ok_or_else(|| {
+                BrokerError::NotFound(
+                    "no live domain of yours for this task (not sealed yet, or ended)".into(),
+                )
+            })
+    }
+
     /// The domain `caller` may mint for.
     fn mint_target(&self, caller: &Peer, asked: Option<DomainId>) -> Result<DomainId, BrokerError> {
         match self.domains.lookup(caller)? {
@@ -584,15 +602,7 @@ impl Broker {
 
     /// The public keys of every published key (none for HS512).
     pub fn jwks(&self) -> JwkSet {
-        JwkSet {
-            keys: self
-                .keys()
-                .keyring
-                .held
-                .iter()
-                .filter_map(|held| held.key.public_jwk().cloned())
-                .collect(),
-        }
+        self.keys().keyring.jwks()
     }
 
     /// A domain ended: its supervisor's hold goes and its tokens are revoked.

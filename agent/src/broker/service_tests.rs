@@ -461,6 +461,23 @@ fn a_process_inside_a_domain_can_neither_register_nor_mint_unless_allowed() {
 }
 
 #[test]
+fn a_supervisor_finds_its_own_tasks_domain_by_sub_and_no_one_elses() {
+    let mut f = fixture();
+    let domain = f.register("t1");
+    assert_eq!(
+        f.broker.supervised_task_domain(&f.me, "t1").unwrap(),
+        domain
+    );
+    let other_pid = f.child();
+    let other = f.caller(other_pid);
+    // Another supervisor's task and a task that is not live answer alike.
+    let theirs = f.broker.supervised_task_domain(&other, "t1").unwrap_err();
+    let absent = f.broker.supervised_task_domain(&f.me, "t2").unwrap_err();
+    assert_eq!(theirs.to_string(), absent.to_string());
+    assert!(matches!(theirs, BrokerError::NotFound(_)), "{theirs}");
+}
+
+#[test]
 fn only_the_registering_supervisor_mints_for_a_domain() {
     let mut f = fixture();
     let domain = f.register("t1");

@@ -45,6 +45,18 @@ impl Keyring {
             .key
     }
 
+    /// The public keys of every published key, oldest first (none for HS512, whose secret is
+    /// never published).
+    pub fn jwks(&self) -> jsonwebtoken::jwk::JwkSet {
+        jsonwebtoken::jwk::JwkSet {
+            keys: self
+                .held
+                .iter()
+                .filter_map(|held| held.key.public_jwk().cloned())
+                .collect(),
+        }
+    }
+
     /// What the keyring is made of: a reload is needed exactly when this changes.
     pub fn shape(&self) -> Vec<(u64, Role)> {
         self.held

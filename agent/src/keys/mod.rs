@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod file;
+pub mod fleet_jwks;
 pub mod generate;
 pub mod keyring;
 pub mod material;
