@@ -24,6 +24,7 @@ mod race_access;
 mod refusal_records;
 mod scenarios;
 mod scenarios_agent_files;
+mod scenarios_airflow;
 mod scenarios_audit;
 mod scenarios_broker;
 mod scenarios_descriptors;

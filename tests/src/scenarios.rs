@@ -316,6 +316,7 @@ pub fn run(filter: Option<&str>) -> usize {
     crate::scenarios_audit::add(&mut suite);
     crate::scenarios_domains::add(&mut suite);
     crate::scenarios_broker::add(&mut suite);
+    crate::scenarios_airflow::add(&mut suite);
     crate::scenarios_lookup::add(&mut suite);
     // Restarts the agent and finally removes it: last.
     crate::scenarios_lifecycle::add(&mut suite);

@@ -23,6 +23,9 @@ pub struct Contents<'a> {
     pub includes: &'a [PathBuf],
     /// Script run by `bulkhead.mode=run`.
     pub run_script: Option<String>,
+    /// Archives unpacked after this one (the kernel takes concatenated archives): the
+    /// cached Python payload.
+    pub extra_archives: Vec<PathBuf>,
 }
 
 pub fn build(contents: &Contents<'_>, out: &Path) -> anyhow::Result<PathBuf> {
@@ -70,13 +73,27 @@ pub fn build(contents: &Contents<'_>, out: &Path) -> anyhow::Result<PathBuf> {
         fs::write(root.join("vm-run.sh"), script)?;
     }
 
-    let image = out.join("initramfs.cpio.gz");
-    pack(&root, &image)?;
+    let own = out.join("initramfs.cpio.gz");
+    pack(&root, &own)?;
+    if contents.extra_archives.is_empty() {
+        return Ok(own);
+    }
+    let image = out.join("initramfs.img");
+    let mut joined = fs::File::create(&image)?;
+    for part in std::iter::once(&own).chain(&contents.extra_archives) {
+        let written = std::io::copy(&mut fs::File::open(part)?, &mut joined)
+            .with_context(|| format!("appending {}", part.display()))?;
+        // The kernel looks for an uncompressed archive's magic only at 4-byte aligned offsets
+        // and skips zeros between archives; unpadded, it takes the cpio for a bad compressed
+        // stream and unpacks nothing of it.
+        let pad = (4 - written % 4) % 4;
+        std::io::Write::write_all(&mut joined, &[0u8; 3][..pad as usize])?;
+    }
     Ok(image)
 }
 
 /// Shared libraries (and the dynamic loader) a binary needs, from `ldd`.
-fn shared_libraries(binary: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub fn shared_libraries(binary: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let listing = output(Command::new("ldd").arg(binary)).unwrap_or_default();
     Ok(listing
         .lines()

@@ -11,6 +11,7 @@
 mod artifacts;
 mod cmd;
 mod fuzz;
+mod guest_python;
 mod initramfs;
 mod kernel_btf;
 mod kernels;
@@ -54,8 +55,9 @@ enum Task {
         /// File or directory to make available in the guest as /include/<basename>.
         #[arg(long = "include", value_name = "HOST_PATH")]
         includes: Vec<PathBuf>,
-        /// Node config for the agent in the VM (default: config/node.example.toml). The agent
-        /// validates it there; a bad config shows the agent's error and fails the run.
+        /// Node config for the agent in the VM (default: config/node.example.toml with a
+        /// COMMAND; the suite's tests/vm/node.toml, broker enabled, for the demonstration). The
+        /// agent validates it there; a bad config shows the agent's error and fails the run.
         #[arg(long, value_name = "HOST_PATH")]
         config: Option<PathBuf>,
         #[command(flatten)]
@@ -82,13 +84,13 @@ struct VmArgs {
     #[arg(long, conflicts_with = "kvm")]
     mttcg: bool,
     /// Guest memory in MiB.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 2048)]
     memory: u32,
     /// Guest CPU count.
     #[arg(long, default_value_t = 2)]
     cpus: u32,
     /// Give up on the VM after this many seconds.
-    #[arg(long, default_value_t = 900)]
+    #[arg(long, default_value_t = 1800)]
     timeout: u64,
     /// Kernel of the matrix to boot: bookworm (Debian 12), trixie (Debian 13) or sid
     /// (unstable). Repeatable; tests default to all of them, vm-run to bookworm.
@@ -152,14 +154,18 @@ fn main() -> ExitCode {
             config,
             vm,
             command,
-        } => {
-            let config = config.unwrap_or_else(vm::example_node_config);
-            vm.single_suite()
-                .and_then(|suite| setup::setup(&[suite]))
-                .and_then(|kernels| {
-                    vm::run_command(&kernels[0], &config, &includes, &command, &vm.options())
-                })
-        }
+        } => vm
+            .single_suite()
+            .and_then(|suite| setup::setup(&[suite]))
+            .and_then(|kernels| {
+                vm::run_command(
+                    &kernels[0],
+                    config.as_deref(),
+                    &includes,
+                    &command,
+                    &vm.options(),
+                )
+            }),
     };
     result.unwrap_or_else(|err| {
         eprintln!("xtask: {err:#}");

@@ -86,7 +86,7 @@ pub fn airflow_python() -> PathBuf {
     airflow_venv_dir().join("bin/python")
 }
 
-fn airflow_venv_dir() -> PathBuf {
+pub fn airflow_venv_dir() -> PathBuf {
     cache_dir().join("airflow-venv")
 }
 

@@ -14,6 +14,7 @@ use anyhow::Context;
 
 use crate::{
     artifacts::{build_guest_binaries, target_dir, workspace_root},
+    guest_python,
     initramfs::{self, Contents},
     kernels::Kernel,
     qemu::{Boot, VmOptions},
@@ -55,8 +56,9 @@ pub fn run_suite(
         &Contents {
             binaries,
             node_config: &config,
-            includes: &[],
+            includes: &airflow_includes(),
             run_script: None,
+            extra_archives: vec![guest_python::archive()?],
         },
         &out,
     )?;
@@ -162,11 +164,20 @@ pub fn run_suite(
 /// domain, prints its output and returns its exit status.
 pub fn run_command(
     kernel: &Kernel,
-    config: &Path,
+    config: Option<&Path>,
     includes: &[PathBuf],
     command: &[String],
     options: &VmOptions,
 ) -> anyhow::Result<ExitCode> {
+    // The demonstration needs the broker and an executor key it trusts: the suite's config,
+    // with its files made before the agent starts.
+    let demo = command.is_empty() && config.is_none();
+    let config = match config {
+        Some(config) => config.to_owned(),
+        None if demo => suite_node_config(),
+        None => example_node_config(),
+    };
+    let config = config.as_path();
     std::fs::metadata(config).with_context(|| format!("--config {}", config.display()))?;
     for include in includes {
         std::fs::metadata(include).with_context(|| format!("--include {}", include.display()))?;
@@ -186,12 +197,24 @@ pub fn run_command(
     let binaries = build_guest_binaries()?;
     let out = target_dir().join("vm/run");
     std::fs::create_dir_all(&out)?;
+    // The demonstration's Airflow part needs Python in the guest; without the venv it shows
+    // the rest and says so.
+    let python = match guest_python::archive() {
+        Ok(archive) => vec![archive],
+        Err(err) => {
+            eprintln!("vm-run: no Python in the guest: {err:#}");
+            Vec::new()
+        }
+    };
+    let mut includes = includes.to_vec();
+    includes.extend(airflow_includes());
     let image = initramfs::build(
         &Contents {
             binaries,
             node_config: config,
-            includes,
+            includes: &includes,
             run_script: Some(script),
+            extra_archives: python,
         },
         &out,
     )?;
@@ -201,7 +224,10 @@ pub fn run_command(
     let outcome = Boot {
         kernel: &kernel.vmlinuz,
         initramfs: &image,
-        cmdline: "bulkhead.mode=run quiet".to_owned(),
+        cmdline: format!(
+            "bulkhead.mode=run quiet{}",
+            if demo { " bulkhead.prepare=1" } else { "" }
+        ),
         options,
     }
     .run(|line| {
@@ -228,6 +254,16 @@ pub fn run_command(
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// The Airflow integration and the real-task test, as /include/bulkhead_airflow and
+/// /include/airflow in the guest.
+fn airflow_includes() -> Vec<PathBuf> {
+    let root = workspace_root();
+    vec![
+        root.join("integrations/airflow/src/bulkhead_airflow"),
+        root.join("tests/airflow"),
+    ]
 }
 
 /// The marker's payload if `line` contains it (console lines can carry kernel noise first).

@@ -15,6 +15,8 @@ mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
 # POSIX shared memory (shm_open, sem_open), as on every real host.
 mkdir -p /dev/shm && mount -t tmpfs -o mode=1777 tmpfs /dev/shm
+# Loopback, for what listens on 127.0.0.1 (the broker's JWKS listener, an API server).
+ip link set lo up
 hostname bulkhead-vm
 
 arg() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
@@ -26,8 +28,9 @@ finish() {
     poweroff -f
 }
 
-# The suite's protected files must exist before the agent marks them at start.
-if [ "$mode" = test ] && ! bulkhead-vm-suite prepare; then
+# The suite's protected files (and the executor key the broker trusts) must exist before the
+# agent marks them at start; the demonstration uses the suite's node config too.
+if { [ "$mode" = test ] || [ "$(arg bulkhead.prepare)" = 1 ]; } && ! bulkhead-vm-suite prepare; then
     echo "BULKHEAD-GUEST prepare-failed"
     finish
 fi
