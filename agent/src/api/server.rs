@@ -91,7 +91,7 @@ pub async fn serve(listener: UnixListener, state: Arc<AppState>) -> anyhow::Resu
             let _permit = permit;
             let service = service_fn(move |request| {
                 let (state, peer) = (state.clone(), peer.clone());
-                async move { Ok::<_, std::convert::Infallible>(respond(&state, &peer, request).await) }
+                async move { Ok::<_, std::convert::Infallible>(respond(state, peer, request).await) }
             });
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -105,8 +105,8 @@ pub async fn serve(listener: UnixListener, state: Arc<AppState>) -> anyhow::Resu
 }
 
 async fn respond(
-    state: &AppState,
-    peer: &Peer,
+    state: Arc<AppState>,
+    peer: Arc<Peer>,
     request: Request<Incoming>,
 ) -> handlers::ApiResponse {
     let (parts, body) = request.into_parts();
@@ -135,7 +135,20 @@ async fn respond(
             );
         }
     };
-    handlers::route(state, peer, &parts.method, parts.uri.path(), &body)
+    // Routes sign, verify and commit to disk (fsync): blocking work, kept off the runtime's
+    // workers so one slow commit cannot stall every other connection's I/O.
+    let answered = tokio::task::spawn_blocking(move || {
+        handlers::route(&state, &peer, &parts.method, parts.uri.path(), &body)
+    })
+    .await;
+    answered.unwrap_or_else(|err| {
+        tracing::error!(error = %err, "a request's handler panicked");
+        handlers::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the request could not be handled",
+        )
+    })
 }
 
 /// Removes the socket when the agent shuts down cleanly.

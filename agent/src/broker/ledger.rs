@@ -15,7 +15,12 @@ use redb::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::mint::{Issued, IssuedRegistry};
+use std::sync::Arc;
+
+use super::{
+    group_commit::GroupCommit,
+    mint::{Issued, IssuedRegistry},
+};
 use crate::state::StateDb;
 
 /// Every token the broker handed out, by jti (JSON [`Issued`]).
@@ -75,14 +80,46 @@ pub enum TokenStanding {
 
 impl IssuedRegistry for StateDb {
     fn record(&self, issued: &Issued) -> anyhow::Result<()> {
-        let bytes = serde_json::to_vec(issued).context("encoding an issued-token record")?;
+        self.record_issued(std::slice::from_ref(issued))
+    }
+}
+
+impl StateDb {
+    /// Records issued tokens in one durable transaction: all of them, or none.
+    fn record_issued(&self, batch: &[Issued]) -> anyhow::Result<()> {
         let txn = self.db.begin_write()?;
-        txn.open_table(ISSUED)?
-            .insert(issued.jti.as_str(), bytes.as_slice())?;
-        txn.open_multimap_table(DOMAIN_TOKENS)?
-            .insert(issued.domain, issued.jti.as_str())?;
-        txn.commit().context("committing an issued-token record")?;
+        {
+            let mut issued_table = txn.open_table(ISSUED)?;
+            let mut domain_tokens = txn.open_multimap_table(DOMAIN_TOKENS)?;
+            for issued in batch {
+                let bytes =
+                    serde_json::to_vec(issued).context("encoding an issued-token record")?;
+                issued_table.insert(issued.jti.as_str(), bytes.as_slice())?;
+                domain_tokens.insert(issued.domain, issued.jti.as_str())?;
+            }
+        }
+        txn.commit().context("committing issued-token records")?;
         Ok(())
+    }
+}
+
+/// The ledger as the broker records into it: concurrent mints share one durable commit
+/// (see group_commit.rs), and each mint is answered only once its own `jti` is on disk.
+pub struct GroupedLedger {
+    group: GroupCommit<Issued>,
+}
+
+impl GroupedLedger {
+    pub fn new(db: Arc<StateDb>) -> Self {
+        Self {
+            group: GroupCommit::new(move |batch: &[Issued]| db.record_issued(batch)),
+        }
+    }
+}
+
+impl IssuedRegistry for GroupedLedger {
+    fn record(&self, issued: &Issued) -> anyhow::Result<()> {
+        self.group.submit(issued.clone())
     }
 }
 

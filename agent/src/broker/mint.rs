@@ -89,8 +89,8 @@ impl Minter {
     }
 }
 
-/// 128 random bits as 32 hex digits, the shape of Airflow's `uuid4().hex` jti.
-/// 128 random bits as hex: token ids, and the ids of registrations waiting for a process.
+/// 128 random bits as 32 hex digits (the shape of Airflow's `uuid4().hex` jti): token ids, and
+/// the ids of registrations waiting for a process.
 pub(super) fn random_id() -> Result<String, MintError> {
     let mut bytes = [0u8; 16];
     SystemRandom::new()

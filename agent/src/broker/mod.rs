@@ -4,6 +4,8 @@
 
 pub mod claims;
 pub mod config;
+pub mod domain_locks;
+pub mod group_commit;
 pub mod issuer;
 pub mod ledger;
 pub mod mint;

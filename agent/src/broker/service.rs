@@ -11,7 +11,7 @@
 //! - the JWKS: anyone.
 
 use std::{
-    sync::{Arc, Mutex, RwLock},
+    sync::{Arc, RwLock},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -21,7 +21,8 @@ use jsonwebtoken::jwk::JwkSet;
 use super::{
     claims::Scope,
     config::{BrokerSection, SubFormat},
-    ledger::{RevokeReason, TokenStanding},
+    domain_locks::DomainLocks,
+    ledger::{GroupedLedger, RevokeReason, TokenStanding},
     mint::{MintError, Minter},
     owners::{Owner, Owners},
     pending::{PendingRegistrations, REGISTRATION_TTL, Registration},
@@ -117,8 +118,11 @@ pub struct Broker {
     domains: Arc<Domains>,
     owners: Owners,
     pending: PendingRegistrations,
-    /// Serialises minting, so the freshness check and the record are one step.
-    minting: Mutex<()>,
+    /// Serialises minting per domain, so a domain's freshness check and the record of its
+    /// new token are one step; other domains' mints go on meanwhile.
+    minting: DomainLocks,
+    /// Where minted tokens are recorded: concurrent mints share a durable commit.
+    recorder: GroupedLedger,
 }
 
 pub fn now() -> u64 {
@@ -141,10 +145,11 @@ impl Broker {
             settings,
             keys: RwLock::new(keys),
             workload,
+            recorder: GroupedLedger::new(ledger.clone()),
             ledger,
             domains,
             owners: Owners::default(),
-            minting: Mutex::new(()),
+            minting: DomainLocks::default(),
         };
         let restored = broker.owners.restore(&broker.domains.live());
         if restored > 0 {
@@ -408,11 +413,11 @@ impl Broker {
             ))
         })?;
         let keys = self.keys();
-        let _one_at_a_time = self.minting.lock().expect("minting lock poisoned");
+        let _this_domain = self.minting.lock(domain);
         self.check_refresh_allowed(domain)?;
         let (token, claims) =
             keys.minter
-                .mint(Scope::Execution, &task.sub, domain, self.ledger.as_ref())?;
+                .mint(Scope::Execution, &task.sub, domain, &self.recorder)?;
         // Re-checked after the work: a caller that exited (its PID now free for reuse) or a
         // domain that ended meanwhile gets nothing, and the recorded token is revoked.
         let gone = !caller.is_alive() || !self.domains.is_live(domain);

@@ -477,6 +477,43 @@ fn a_supervisor_finds_its_own_tasks_domain_by_sub_and_no_one_elses() {
     assert!(matches!(theirs, BrokerError::NotFound(_)), "{theirs}");
 }
 
+/// Mints race: for one domain exactly one of many concurrent mints gets a token (the others
+/// are told it is fresh); for different domains every concurrent mint gets its own, recorded.
+#[test]
+fn concurrent_mints_one_token_per_domain_and_all_domains_served() {
+    let mut f = fixture();
+    let domains: Vec<DomainId> = (0..8).map(|n| f.register(&format!("t{n}"))).collect();
+    let same: Vec<_> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| f.broker.mint(&f.me, Some(domains[0]))))
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let minted = same.iter().filter(|result| result.is_ok()).count();
+    assert_eq!(minted, 1, "one domain got {minted} tokens at once");
+    assert!(
+        same.iter()
+            .filter_map(|result| result.as_ref().err())
+            .all(|err| matches!(err, BrokerError::Fresh { .. })),
+        "{:?}",
+        same.iter()
+            .filter_map(|r| r.as_ref().err())
+            .collect::<Vec<_>>()
+    );
+    let each: Vec<_> = std::thread::scope(|scope| {
+        let threads: Vec<_> = domains[1..]
+            .iter()
+            .map(|domain| scope.spawn(|| f.broker.mint(&f.me, Some(*domain))))
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    for (result, domain) in each.into_iter().zip(&domains[1..]) {
+        let minted = result.unwrap();
+        assert_eq!(minted.domain, *domain);
+        assert_eq!(f.introspect(&minted.token), (true, None));
+    }
+}
+
 #[test]
 fn only_the_registering_supervisor_mints_for_a_domain() {
     let mut f = fixture();
