@@ -95,7 +95,7 @@ fn unsealed(args: &[&str]) -> Outcome {
 }
 
 /// Registers child `task` with the workload token in `workload` (a file's contents).
-fn register(
+pub(crate) fn register(
     workload: &str,
     task: i32,
     label: Option<&str>,
@@ -111,7 +111,7 @@ fn register(
     )
 }
 
-fn introspect(token: &str) -> Result<IntrospectResponse, ClientError> {
+pub(crate) fn introspect(token: &str) -> Result<IntrospectResponse, ClientError> {
     client().post(
         PATH_INTROSPECT,
         &IntrospectRequest {

@@ -138,6 +138,14 @@ pub fn main(args: &[String]) -> i32 {
                 EXIT_WRONG
             }
         },
+        ["bench-micro", iterations] => match crate::bench::workloads::run_micro(iterations) {
+            Ok(()) => EXIT_OK,
+            Err(err) => {
+                eprintln!("{err}");
+                EXIT_WRONG
+            }
+        },
+        ["bench-idle"] => crate::bench::task_start_idle(),
         ["perf-same-domain"] => with_forked_child(|child| report(perf_access::attempt(child, -1))),
         ["list-domains"] => list_domains(),
         ["supervise", token_file] => broker_helpers::supervise(token_file),

@@ -3,9 +3,11 @@
 //!
 //! `bulkhead-vm-suite [FILTER]` runs the suite; `bulkhead-vm-suite helper ...` is how the suite
 //! starts its attacker and target processes (see helper.rs); `bulkhead-vm-suite prepare`
-//! creates the protected files before the agent starts (fixtures.rs).
+//! creates the protected files before the agent starts (fixtures.rs); `bulkhead-vm-suite bench
+//! [quick|full]` runs the benchmarks (bench/).
 
 mod access;
+mod bench;
 mod bench_hooks;
 mod broker_exec_helpers;
 mod broker_helpers;
@@ -58,6 +60,14 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("helper") {
         std::process::exit(helper::main(&args[1..]));
+    }
+    if args.first().map(String::as_str) == Some("bench") {
+        let profile = args.get(1).map_or("quick", String::as_str);
+        if let Err(err) = bench::run(profile) {
+            println!("BULKHEAD-BENCH-FAILED {err}");
+            std::process::exit(1);
+        }
+        return;
     }
     if args.first().map(String::as_str) == Some("prepare") {
         if let Err(err) = fixtures::prepare() {

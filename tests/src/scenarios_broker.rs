@@ -168,7 +168,7 @@ fn registration_refused(token: &str) -> Result<(), String> {
     )
 }
 
-fn executor_key() -> Result<Arc<SigningKey>, String> {
+pub(crate) fn executor_key() -> Result<Arc<SigningKey>, String> {
     let pem = read_private(std::path::Path::new(EXECUTOR_KEY)).map_err(|e| e.to_string())?;
     SigningKey::parse(&pem, SigningAlgorithm::EdDSA)
         .map(Arc::new)
@@ -183,8 +183,12 @@ impl IssuedRegistry for NotRecorded {
     }
 }
 
-/// Signs a token as the executor would and writes it to a file; returns the file's path.
-fn workload_token(key: Arc<SigningKey>, sub: &str, scope: Scope) -> Result<String, String> {
+/// Signs a token as the executor would.
+pub(crate) fn sign_as_executor(
+    key: Arc<SigningKey>,
+    sub: &str,
+    scope: Scope,
+) -> Result<String, String> {
     let minter = Minter {
         key,
         audience: DEFAULT_AUDIENCE.to_owned(),
@@ -194,6 +198,12 @@ fn workload_token(key: Arc<SigningKey>, sub: &str, scope: Scope) -> Result<Strin
     let (token, _) = minter
         .mint(scope, sub, 0, &NotRecorded)
         .map_err(|e| e.to_string())?;
+    Ok(token.to_string())
+}
+
+/// Signs a token as the executor would and writes it to a file; returns the file's path.
+fn workload_token(key: Arc<SigningKey>, sub: &str, scope: Scope) -> Result<String, String> {
+    let token = sign_as_executor(key, sub, scope)?;
     let path = format!("/tmp/workload-{sub}-{}.jwt", scope.as_str());
     std::fs::write(&path, token.as_bytes()).map_err(|e| e.to_string())?;
     Ok(path)

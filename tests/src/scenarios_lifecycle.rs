@@ -23,7 +23,7 @@ use crate::{
     scenarios_domains::{is_end_of, listed, sealed_helper},
 };
 
-const CONFIG: &str = "/etc/bulkhead/node.toml";
+pub(crate) const CONFIG: &str = "/etc/bulkhead/node.toml";
 const AGENT_LOG: &str = "/tmp/agent.log";
 const PIN_DIR: &str = "/sys/fs/bpf/bulkhead";
 
@@ -58,7 +58,7 @@ fn running(pid: i32) -> bool {
         .is_some_and(|state| state != 'Z' && state != 'X')
 }
 
-fn wait_gone(pid: i32) -> Result<(), String> {
+pub(crate) fn wait_gone(pid: i32) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while running(pid) {
         if Instant::now() > deadline {
@@ -70,7 +70,7 @@ fn wait_gone(pid: i32) -> Result<(), String> {
 }
 
 /// Starts `bulkhead run` as /init does and waits until it answers; returns its pid.
-fn start_agent() -> Result<u32, String> {
+pub(crate) fn start_agent() -> Result<u32, String> {
     let log = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
@@ -104,7 +104,7 @@ fn start_agent() -> Result<u32, String> {
     }
 }
 
-fn signal(pid: i32, sig: i32) -> Result<(), String> {
+pub(crate) fn signal(pid: i32, sig: i32) -> Result<(), String> {
     // SAFETY: plain kill(2).
     if unsafe { libc::kill(pid, sig) } == 0 {
         Ok(())

@@ -9,6 +9,8 @@
 //! - `fuzz [TARGET] [--secs N]`: the fuzz targets (cargo-fuzz), N seconds each
 
 mod artifacts;
+mod bench;
+mod bench_report;
 mod cmd;
 mod fuzz;
 mod guest_python;
@@ -64,6 +66,16 @@ enum Task {
         vm: VmArgs,
         #[arg(last = true, value_name = "COMMAND")]
         command: Vec<String>,
+    },
+    /// Measure what bulkhead costs: one VM boot per kernel, bulkhead against no programs and
+    /// against empty programs on the same hooks, in interleaved rounds; prints ratios (never
+    /// absolute TCG times) and writes them with every sample to target/bench/*.json.
+    Bench {
+        /// quick (what CI runs: 2 rounds, fewer iterations) or full.
+        #[arg(long, default_value = "full")]
+        profile: String,
+        #[command(flatten)]
+        vm: VmArgs,
     },
     /// Run the fuzz targets (fuzz/, cargo-fuzz with libFuzzer) for SECS seconds each, or only
     /// TARGET. Fails on any finding and says where the input is.
@@ -139,6 +151,10 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Task::Setup => setup::setup(kernels::MATRIX).map(|_| ExitCode::SUCCESS),
         Task::Fuzz { target, secs } => fuzz::run(target.as_deref(), secs),
+        Task::Bench { profile, vm } => vm
+            .suites()
+            .and_then(|suites| setup::setup(&suites))
+            .and_then(|kernels| bench::run(&kernels, &profile, &vm.options())),
         Task::Test { vm } => test_all(&vm),
         Task::VmTest {
             filter,

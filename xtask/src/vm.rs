@@ -267,7 +267,7 @@ fn airflow_includes() -> Vec<PathBuf> {
 }
 
 /// The marker's payload if `line` contains it (console lines can carry kernel noise first).
-fn find_marker<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
+pub(crate) fn find_marker<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
     line.find(marker).map(|at| &line[at + marker.len()..])
 }
 

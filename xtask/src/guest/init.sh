@@ -1,6 +1,6 @@
 #!/bin/busybox sh
 # PID 1 of the test VM. Mounts what the agent needs, starts it, runs the job named on the kernel
-# command line (bulkhead.mode=test|run), reports over the serial console, powers off.
+# command line (bulkhead.mode=test|run|bench), reports over the serial console, powers off.
 /bin/busybox --install -s /bin
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mkdir -p /proc /sys /dev /tmp /run
@@ -57,6 +57,10 @@ test)
     BULKHEAD_SUPERVISOR_MARKER=supervisor-env bulkhead-vm-suite $filter
     echo "BULKHEAD-GUEST suite-exit=$?"
     if [ "$(arg bulkhead.agentlog)" = 1 ]; then sed 's/^/agent| /' /tmp/agent.log; fi
+    ;;
+bench)
+    bulkhead-vm-suite bench "$(arg bulkhead.bench)"
+    echo "BULKHEAD-GUEST bench-exit=$?"
     ;;
 run)
     echo "BULKHEAD-VMRUN start"
