@@ -159,3 +159,97 @@ impl Drop for SocketGuard {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{io, os::fd::BorrowedFd};
+
+    use bulkhead_common::DomainId;
+
+    use super::*;
+    use crate::{
+        api::{
+            client::{Client, ClientError},
+            wire::{MintRequest, MintResponse, PATH_STATUS, PATH_TOKENS, StatusResponse},
+        },
+        domains::{Census, Domains, TaskLabels},
+        enforce::{domain_census::CensusError, task_storage::LabelError},
+        state::StateDb,
+    };
+
+    /// A kernel with no labelled task: every caller is outside any domain.
+    struct NoLabels;
+    impl TaskLabels for NoLabels {
+        fn lookup(&self, _: BorrowedFd<'_>) -> io::Result<Option<DomainId>> {
+            Ok(None)
+        }
+        fn label_new(&self, _: BorrowedFd<'_>, _: DomainId) -> Result<(), LabelError> {
+            Ok(())
+        }
+        fn unlabel(&self, _: BorrowedFd<'_>) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    struct NoCounts;
+    impl Census for NoCounts {
+        fn open(&mut self, _: DomainId) -> Result<(), CensusError> {
+            Ok(())
+        }
+        fn discard(&mut self, _: DomainId) -> io::Result<()> {
+            Ok(())
+        }
+        fn running_tasks(&self, _: DomainId) -> io::Result<Option<u64>> {
+            Ok(None)
+        }
+    }
+
+    /// The CLI's client against the real server: an answer, a refusal with its code, and an
+    /// unknown route, each over its own connection.
+    #[test]
+    fn the_client_talks_to_the_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("api.sock");
+        let store = Arc::new(StateDb::open(dir.path()).unwrap());
+        let domains =
+            Domains::new(Box::new(NoLabels), Box::new(NoCounts), Box::new(store)).unwrap();
+        let state = Arc::new(AppState {
+            domains: Arc::new(domains),
+            hooks: vec!["task_kill"],
+            broker: None,
+        });
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let listener = runtime
+            .block_on(async { bind(&socket, FileMode::try_from("0600".to_owned()).unwrap()) })
+            .unwrap();
+        runtime.spawn(serve(listener, state));
+
+        let client = Client::new(&socket);
+        let status: StatusResponse = client.get(PATH_STATUS).unwrap();
+        assert_eq!(status.pid, std::process::id());
+        assert_eq!(status.hooks, ["task_kill"]);
+        let refused = client
+            .post::<_, MintResponse>(
+                PATH_TOKENS,
+                &MintRequest {
+                    domain: Some(1),
+                    sub: None,
+                },
+            )
+            .unwrap_err();
+        match refused {
+            ClientError::Refused { status, code, .. } => {
+                assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+                assert_eq!(code, "broker_disabled");
+            }
+            other => panic!("{other}"),
+        }
+        let unknown = client
+            .get::<serde_json::Value>("/v1/nothing-here")
+            .unwrap_err();
+        assert!(
+            matches!(unknown, ClientError::Refused { status, .. } if status == StatusCode::NOT_FOUND),
+            "{unknown}"
+        );
+    }
+}
