@@ -26,6 +26,42 @@ fn exec_without_an_agent_runs_nothing_and_exits_125() {
     );
 }
 
+/// The launcher refuses as `bulkhead exec` does, before anything runs: no agent, a command not
+/// after `--`, both a label and a registration, an unknown option.
+#[test]
+fn the_launcher_runs_nothing_unless_sealed_and_refuses_bad_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let socket = dir.path().join("absent.sock");
+    let touch = ["touch", marker.to_str().unwrap()];
+    let cases: [(Vec<&str>, &str); 4] = [
+        (
+            [&["--socket", socket.to_str().unwrap(), "--"][..], &touch].concat(),
+            "cannot reach the bulkhead agent",
+        ),
+        (touch.to_vec(), "no `--` before the command"),
+        (
+            [&["--label", "a", "--registration", "b", "--"][..], &touch].concat(),
+            "exclude each other",
+        ),
+        ([&["--lable", "a", "--"][..], &touch].concat(), "--lable"),
+    ];
+    for (args, expected) in cases {
+        let output = Command::new(env!("CARGO_BIN_EXE_bulkhead-exec"))
+            .args(&args)
+            .env_remove("BULKHEAD_REGISTRATION")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(125), "{args:?}");
+        assert!(
+            !marker.exists(),
+            "CMD ran although no agent sealed it: {args:?}"
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
+
 #[test]
 fn run_with_a_bad_config_exits_2_naming_file_and_line() {
     let dir = tempfile::tempdir().unwrap();

@@ -61,6 +61,11 @@ pub(crate) fn run_helper(
     for (key, value) in env {
         cmd.env(key, value);
     }
+    outcome_of(&mut cmd)
+}
+
+/// How a helper run ended: exit 0 allowed, 10 denied, anything else an error with its stderr.
+pub(crate) fn outcome_of(cmd: &mut Command) -> Outcome {
     let output = match cmd.output() {
         Ok(output) => output,
         Err(err) => return Outcome::Error(format!("cannot start helper: {err}")),
@@ -221,6 +226,25 @@ pub fn run(filter: Option<&str>) -> usize {
                 },
             );
         }
+    }
+    // The launcher seals as `bulkhead exec` does: the same reads of the supervisor from a
+    // process it started are refused (their controls from outside are above).
+    for access in [Access::ProcEnviron, Access::ProcMem, Access::PtraceAttach] {
+        let args = probe_args(access, &targets[0]);
+        suite.add(
+            format!("launcher:deny:{}:supervisor", access.name()),
+            move || {
+                expect(
+                    outcome_of(
+                        Command::new("bulkhead-exec")
+                            .args(["--label", "launcher", "--", &exe(), "helper"])
+                            .args(&args)
+                            .stdin(Stdio::null()),
+                    ),
+                    Outcome::Denied,
+                )
+            },
+        );
     }
     let (same_key, same_value) = HOLDER_MARKER.split_once('=').unwrap();
     for access in Access::ALL {

@@ -1,6 +1,7 @@
-//! What starting a task in a domain costs over starting it plainly: `bulkhead exec` of
-//! /bin/true against a plain fork+exec of /bin/true, and a supervisor's register + seal of a
-//! child by pid through the broker against the same plain start.
+//! What starting a task in a domain costs over starting it plainly: `bulkhead exec` and the
+//! static launcher `bulkhead-exec` of /bin/true against a plain fork+exec of /bin/true, and a
+//! supervisor's register + seal of a child by pid through the broker against the same plain
+//! start.
 
 use std::{
     process::{Command, Stdio},
@@ -70,6 +71,12 @@ pub fn measure(round: usize, profile: &Profile) -> Result<(), String> {
         ])))
     });
     sample("bulkhead-exec", round, ns, calibration);
+    let (ns, calibration) = fastest_batch(count, || {
+        note(run_ok(
+            Command::new("bulkhead-exec").args(["--", "/bin/true"]),
+        ))
+    });
+    sample("launcher-exec", round, ns, calibration);
     if let Some(err) = failure {
         return Err(err);
     }
