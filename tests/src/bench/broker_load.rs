@@ -7,7 +7,7 @@
 //! loop of mints alone would measure refusals.
 
 use std::{
-    process::{Child, Command, Stdio},
+    process::Child,
     time::{Duration, Instant},
 };
 
@@ -20,10 +20,13 @@ use bulkhead::{
 };
 use serde_json::json;
 
-use super::{Profile, emit, task_start::next_sub, workloads::calibrate};
+use super::{
+    Profile, emit,
+    task_start::{next_sub, spawn_idle},
+    workloads::calibrate,
+};
 use crate::{
     broker_helpers::{client, introspect, register},
-    scenarios::exe,
     scenarios_broker::{executor_key, sign_as_executor},
 };
 
@@ -40,14 +43,6 @@ impl Drop for Task {
         drop(self.child.stdin.take());
         let _ = self.child.wait();
     }
-}
-
-fn spawn_idle() -> Result<Child, String> {
-    Command::new(exe())
-        .args(["helper", "bench-idle"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .map_err(|err| format!("bench-idle: {err}"))
 }
 
 /// Registers a new child; returns the registration's latency with the task.

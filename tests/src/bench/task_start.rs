@@ -4,7 +4,7 @@
 //! start.
 
 use std::{
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
@@ -87,11 +87,7 @@ pub fn measure(round: usize, profile: &Profile) -> Result<(), String> {
     let mut best: Option<(Duration, Duration)> = None;
     for _ in 0..count {
         let token = sign_as_executor(key.clone(), &next_sub(), Scope::Workload)?;
-        let mut child = Command::new(exe())
-            .args(["helper", "bench-idle"])
-            .stdin(Stdio::piped())
-            .spawn()
-            .map_err(|err| format!("bench-idle: {err}"))?;
+        let mut child = spawn_idle()?;
         let calibration = calibrate();
         let started = Instant::now();
         let registered = register(&token, child.id() as i32, Some("bench"));
@@ -113,9 +109,32 @@ pub fn measure(round: usize, profile: &Profile) -> Result<(), String> {
     Ok(())
 }
 
-/// `helper bench-idle`: waits until its stdin closes.
+/// A child that has started and waits (`helper bench-idle`): returned only once it said so,
+/// so its own start-up is not running while what follows is timed. Closing its stdin ends it.
+pub fn spawn_idle() -> Result<Child, String> {
+    use std::io::BufRead;
+    let mut child = Command::new(exe())
+        .args(["helper", "bench-idle"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|err| format!("bench-idle: {err}"))?;
+    let mut line = String::new();
+    let stdout = child.stdout.take().ok_or("bench-idle without stdout")?;
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(|err| format!("bench-idle: {err}"))?;
+    if line.trim() != "ready" {
+        return Err(format!("bench-idle said {line:?}"));
+    }
+    Ok(child)
+}
+
+/// `helper bench-idle`: says it is ready, then waits until its stdin closes.
 pub fn idle() -> i32 {
-    use std::io::Read;
+    use std::io::{Read, Write};
+    println!("ready");
+    let _ = std::io::stdout().flush();
     let mut sink = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut sink);
     0
