@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socketserver
+import sys
 import tempfile
 import threading
 import unittest
@@ -194,6 +195,23 @@ class Renewal(unittest.TestCase):
             self.assertEqual(agent.asked[-1], ("/v1/tokens/revoke", {"domain": 7}))
         finally:
             agent.close()
+
+
+class LauncherChoice(unittest.TestCase):
+    """The coordinator seals through the launcher when it is there, else `bulkhead exec`."""
+
+    def coordinator(self, launcher: str):
+        from bulkhead_airflow.coordinator import BulkheadCoordinator
+
+        return BulkheadCoordinator(bulkhead=sys.executable, launcher=launcher, socket="/run/x.sock")
+
+    def test_the_launcher_when_found(self):
+        argv = self.coordinator(sys.executable)._argv()
+        self.assertEqual(argv[:4], [sys.executable, "--socket", "/run/x.sock", "--"])
+
+    def test_bulkhead_exec_when_not(self):
+        argv = self.coordinator("/nonexistent/bulkhead-exec")._argv()
+        self.assertEqual(argv[:5], [sys.executable, "exec", "--socket", "/run/x.sock", "--"])
 
 
 if __name__ == "__main__":

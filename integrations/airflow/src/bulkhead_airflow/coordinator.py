@@ -8,7 +8,8 @@ executor held. This coordinator starts the task as a new program instead:
    new domain to the task's identity);
 2. takes the SDK client off the workload token and off the API server's reissued tokens: from
    then on every request carries an execution token the broker minted, held here only;
-3. starts `bulkhead exec --registration ID -- python -c <the SDK's exec entry point>` with an
+3. starts `bulkhead-exec --registration ID -- python -c <the SDK's exec entry point>` (or
+   `bulkhead exec`, the same from the full CLI, when the launcher is not installed) with an
    allow-listed environment: the agent seals the process into the task's domain *before*
    Python runs, so no instruction of the task runs outside it;
 4. waits until the broker mints for the task (which it does only once the task is sealed):
@@ -214,6 +215,8 @@ class BulkheadCoordinator(BaseCoordinator):
 
     kwargs (from `[sdk] coordinators`):
       bulkhead: the bulkhead binary (name on PATH or path), default "bulkhead";
+      launcher: the small launcher that seals and execs (name on PATH or path), default
+           "bulkhead-exec"; when it is not found, `bulkhead exec` does the same, slower;
       socket: the agent's socket, default $BULKHEAD_SOCKET or /run/bulkhead/bulkhead.sock;
       python: the task's interpreter, default this one;
       pass_env: variables the task inherits from the worker (PATH, LANG, LC_*, TZ by default);
@@ -227,6 +230,7 @@ class BulkheadCoordinator(BaseCoordinator):
         self,
         *,
         bulkhead: str = "bulkhead",
+        launcher: str = "bulkhead-exec",
         socket: str | None = None,
         python: str | None = None,
         pass_env: Iterable[str] = DEFAULT_PASS,
@@ -241,6 +245,9 @@ class BulkheadCoordinator(BaseCoordinator):
         if found is None:
             raise FileNotFoundError(f"the bulkhead coordinator cannot find the binary {bulkhead!r}")
         self._bulkhead = found
+        # The same seal and exec as `bulkhead exec`, from a binary that starts several times
+        # faster (README, "Benchmarks"): it is on the path of every task start.
+        self._launcher = shutil.which(launcher)
         self._agent = Client(socket)
         self._python = python or sys.executable
         if not seal_timeout > 0:
@@ -248,9 +255,9 @@ class BulkheadCoordinator(BaseCoordinator):
         self._seal_timeout = float(seal_timeout)
 
     def _argv(self) -> list[str]:
+        seal = [self._launcher] if self._launcher else [self._bulkhead, "exec"]
         return [
-            self._bulkhead,
-            "exec",
+            *seal,
             "--socket",
             self._agent.socket_path,
             "--",
