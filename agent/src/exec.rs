@@ -76,6 +76,19 @@ pub fn seal_and_exec(
     }
 }
 
-fn thread_count() -> procfs::ProcResult<i64> {
-    Ok(procfs::process::Process::myself()?.stat()?.num_threads)
+/// This process's threads, from the kernel's `Threads:` line. A plain read rather than the
+/// procfs crate's full stat parse: this runs on every task start (the agent counts again,
+/// authoritatively, before it seals).
+fn thread_count() -> std::io::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))
+        .and_then(|count| count.trim().parse().ok())
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "no Threads: line in /proc/self/status",
+            )
+        })
 }
